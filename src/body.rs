@@ -1,0 +1,273 @@
+//! Request and response bodies of [`SessionService`](crate::SessionService).
+//!
+//! - [`RequestBody`] is what the inner and per-session services receive: either the bytes the
+//!   layer already read to decide whether a request opens a session (only requests without a
+//!   session id are read, and only up to the peek limit), or the original body, untouched.
+//! - [`ResponseBody`] is what the layer returns: a service's body, or a rejection built by the
+//!   layer. A response of a session carries the session's in-flight guard: while the body is
+//!   alive (an open SSE stream, say) the session is busy and does not expire, and when the
+//!   session is closed the body ends at its next poll, woken at once if it is waiting.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::Instant;
+
+use crate::registry::DynEntry;
+
+pin_project! {
+    /// The request body handed to the inner and per-session services.
+    ///
+    /// Produces the same bytes the client sent: for requests the layer had to read (a request
+    /// without a session id under an open policy that looks at the body) it replays them from
+    /// memory; otherwise it streams the original body `B` through.
+    pub struct RequestBody<B> {
+        #[pin]
+        kind: RequestKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = RequestKindProj]
+    enum RequestKind<B> {
+        Peeked { data: Option<Bytes> },
+        Stream { #[pin] body: B },
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// Wraps an unread body; it streams through unchanged.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: RequestKind::Stream { body },
+        }
+    }
+
+    /// A body replaying bytes already read from the client.
+    pub fn peeked(data: Bytes) -> Self {
+        Self {
+            kind: RequestKind::Peeked {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            RequestKindProj::Peeked { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestKindProj::Stream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RequestKind::Peeked { data } => data.is_none(),
+            RequestKind::Stream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RequestKind::Peeked { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestKind::Stream { body } => body.size_hint(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RequestKind::Peeked { data } => f
+                .debug_struct("RequestBody::Peeked")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            RequestKind::Stream { .. } => f.debug_struct("RequestBody::Stream").finish(),
+        }
+    }
+}
+
+/// Counts one request in flight on a session for as long as it lives, and tells a response
+/// body when the session has been closed.
+pub(crate) struct SessionGuard {
+    entry: Arc<DynEntry>,
+    epoch: Instant,
+    closed: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl SessionGuard {
+    /// Takes over one in-flight count already added to `entry`.
+    pub(crate) fn new(entry: Arc<DynEntry>, epoch: Instant) -> Self {
+        Self {
+            entry,
+            epoch,
+            closed: None,
+        }
+    }
+
+    pub(crate) fn entry(&self) -> &Arc<DynEntry> {
+        &self.entry
+    }
+
+    /// Ready once the session is closed; registers `cx` to be woken when it is.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.entry.is_closed() {
+            return Poll::Ready(());
+        }
+        let entry = &self.entry;
+        let closed = self
+            .closed
+            .get_or_insert_with(|| Box::pin(entry.close_notify().notified_owned()));
+        // `notify_waiters` reaches every future created before it, so checking the flag after
+        // creating the future cannot miss a close.
+        if entry.is_closed() {
+            return Poll::Ready(());
+        }
+        closed.as_mut().poll(cx)
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.entry.end(self.epoch.elapsed().as_millis() as u64);
+    }
+}
+
+pin_project! {
+    /// The response body of [`SessionService`](crate::SessionService).
+    ///
+    /// Either a service's body `B` (ended early, with no error, if its session is closed
+    /// while it streams) or a rejection built by the layer (a small JSON-RPC error or the body
+    /// of the [rejection hook](crate::SessionLayer::rejection)).
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: ResponseKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = ResponseKindProj]
+    enum ResponseKind<B> {
+        Inner { #[pin] body: B, guard: Option<SessionGuard>, ended: bool },
+        Rejection { data: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// A service's body, passed through unchanged.
+    pub(crate) fn inner(body: B) -> Self {
+        Self::guarded(body, None)
+    }
+
+    pub(crate) fn guarded(body: B, guard: Option<SessionGuard>) -> Self {
+        Self {
+            kind: ResponseKind::Inner {
+                body,
+                guard,
+                ended: false,
+            },
+        }
+    }
+
+    /// A body built by the layer.
+    pub(crate) fn rejection(data: Bytes) -> Self {
+        Self {
+            kind: ResponseKind::Rejection {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            ResponseKindProj::Rejection { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+            ResponseKindProj::Inner { body, guard, ended } => {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                if guard.as_ref().is_some_and(|g| g.entry().is_closed()) {
+                    *ended = true;
+                    *guard = None;
+                    return Poll::Ready(None);
+                }
+                match body.poll_frame(cx) {
+                    Poll::Ready(frame) => Poll::Ready(frame),
+                    Poll::Pending => {
+                        if let Some(g) = guard.as_mut() {
+                            ready!(g.poll_closed(cx));
+                            *ended = true;
+                            *guard = None;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Inner { body, ended, .. } => *ended || body.is_end_stream(),
+            ResponseKind::Rejection { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Inner { body, ended, .. } if !*ended => body.size_hint(),
+            ResponseKind::Inner { .. } => SizeHint::with_exact(0),
+            ResponseKind::Rejection { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ResponseKind::Inner { guard, ended, .. } => f
+                .debug_struct("ResponseBody::Inner")
+                .field("session", &guard.as_ref().map(|g| g.entry().info.id()))
+                .field("ended", ended)
+                .finish(),
+            ResponseKind::Rejection { data } => f
+                .debug_struct("ResponseBody::Rejection")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+        }
+    }
+}

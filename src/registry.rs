@@ -1,0 +1,340 @@
+//! The live-session table.
+//!
+//! Sessions live in a sharded concurrent map ([`DashMap`]) from [`SessionId`] to a
+//! reference-counted [`Entry`]. Design choices, and why:
+//!
+//! - **Lookups never hold a lock across an `.await`.** A request takes the shard's read lock
+//!   only long enough to check expiry, count itself in flight and clone the entry's `Arc`.
+//!   Counting itself in flight *under* that lock is what makes "expiry racing a new request"
+//!   safe: the sweeper removes an entry under the shard's write lock and only if nothing is in
+//!   flight, so it can never expire a session that a request has already been routed to.
+//! - **Many small shards.** [`SHARDS`] shards keep each shard at a few thousand entries even
+//!   with a million sessions, so the sweeper, which write-locks one shard at a time, stalls a
+//!   concurrent lookup for microseconds rather than milliseconds.
+//! - **foldhash instead of SipHash.** Ids are minted by the server from a CSPRNG, so an
+//!   attacker cannot choose keys that land in one bucket; lookups of attacker-chosen ids never
+//!   insert. The hasher is also randomly seeded per table. A fast non-cryptographic hash is
+//!   therefore safe here and roughly halves the cost of hashing a 36-byte UUID.
+//! - **Type-erased services.** The table stores `Arc<Entry<dyn Any + Send + Sync>>` (one
+//!   allocation holding the bookkeeping and the per-session service together), so the
+//!   [`Sessions`](crate::Sessions) handle can exist before the layer knows the service type.
+//! - **Time is a millisecond counter** from the table's creation, read from
+//!   `tokio::time::Instant`, so tests can pause and advance the clock.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::id::SessionId;
+use crate::info::SessionInfo;
+
+/// Number of shards in the session table (a power of two).
+pub(crate) const SHARDS: usize = 256;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// Bookkeeping for one live session, followed by its service.
+pub(crate) struct Entry<T: ?Sized> {
+    pub(crate) info: SessionInfo,
+    /// Milliseconds since the table's epoch when the session was last used.
+    last_seen: AtomicU64,
+    /// Requests routed to the session whose response (body included) has not finished.
+    in_flight: AtomicU32,
+    closed: AtomicBool,
+    /// Created on first need, by a response body waiting for more data.
+    close_notify: OnceLock<Arc<Notify>>,
+    pub(crate) service: T,
+}
+
+pub(crate) type DynEntry = Entry<dyn Any + Send + Sync>;
+
+impl<T> Entry<T> {
+    /// A new entry, counted as one request in flight (the opening request).
+    pub(crate) fn new(info: SessionInfo, service: T, now: u64) -> Self {
+        Self {
+            info,
+            last_seen: AtomicU64::new(now),
+            in_flight: AtomicU32::new(1),
+            closed: AtomicBool::new(false),
+            close_notify: OnceLock::new(),
+            service,
+        }
+    }
+}
+
+impl<T: ?Sized> Entry<T> {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Marks the session closed and wakes every response body waiting on it.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(notify) = self.close_notify.get() {
+            notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn close_notify(&self) -> Arc<Notify> {
+        self.close_notify.get_or_init(Default::default).clone()
+    }
+
+    fn is_expired(&self, now: u64, idle_ms: u64) -> bool {
+        idle_ms != 0
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && now.saturating_sub(self.last_seen.load(Ordering::Acquire)) >= idle_ms
+    }
+
+    fn idle_since(&self) -> Option<u64> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.last_seen.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn begin(&self, now: u64) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.last_seen.store(now, Ordering::Release);
+    }
+
+    pub(crate) fn end(&self, now: u64) {
+        self.last_seen.store(now, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What happened when a slot for a new session was asked for.
+pub(crate) enum Reserve {
+    Reserved(Reservation),
+    Full,
+    ShutDown,
+}
+
+/// A counted slot for a session that is being opened; given back on drop unless committed.
+pub(crate) struct Reservation {
+    registry: Arc<Registry>,
+    committed: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.registry.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The table plus the lifecycle settings every clone of a layer shares.
+pub(crate) struct Registry {
+    table: DashMap<SessionId, Arc<DynEntry>, Hasher>,
+    /// Live sessions plus reserved slots; the table's own `len` is O(shards).
+    count: AtomicUsize,
+    epoch: Instant,
+    pub(crate) settings: crate::lifecycle::Settings,
+    shut_down: AtomicBool,
+    pub(crate) sweeper: crate::lifecycle::SweeperState,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Self {
+            table: DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS),
+            count: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            settings: Default::default(),
+            shut_down: AtomicBool::new(false),
+            sweeper: Default::default(),
+        }
+    }
+
+    /// Milliseconds since the table was created.
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Live sessions (closed ones not yet reclaimed by a lookup or the sweeper included).
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Routes a request to session `id`: returns its entry, already counted in flight, or
+    /// `None` if it is unknown or expired (an expired one is closed on the way).
+    pub(crate) fn acquire(&self, id: &str) -> Option<Arc<DynEntry>> {
+        let now = self.now();
+        let idle = self.settings.idle_timeout_ms();
+        {
+            let entry = self.table.get(id)?;
+            if !entry.is_expired(now, idle) {
+                entry.begin(now);
+                return Some(Arc::clone(entry.value()));
+            }
+        }
+        self.expire(id);
+        None
+    }
+
+    /// Looks a session up without counting a request; `None` if unknown or expired.
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<DynEntry>> {
+        let now = self.now();
+        let idle = self.settings.idle_timeout_ms();
+        {
+            let entry = self.table.get(id)?;
+            if !entry.is_expired(now, idle) {
+                return Some(Arc::clone(entry.value()));
+            }
+        }
+        self.expire(id);
+        None
+    }
+
+    /// Closes `id` if it is (still) expired.
+    fn expire(&self, id: &str) {
+        let now = self.now();
+        let idle = self.settings.idle_timeout_ms();
+        if let Some((_, entry)) = self.table.remove_if(id, |_, e| e.is_expired(now, idle)) {
+            self.finish_close(&entry, crate::CloseReason::Expired);
+        }
+    }
+
+    /// Removes `id` from the table and closes it; `false` if it was not there.
+    pub(crate) fn close(&self, id: &str, reason: crate::CloseReason) -> bool {
+        match self.table.remove(id) {
+            Some((_, entry)) => {
+                self.finish_close(&entry, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish_close(&self, entry: &DynEntry, reason: crate::CloseReason) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        entry.mark_closed();
+        self.settings.run_on_close(entry.info.id(), reason);
+    }
+
+    /// Asks for a slot for a new session, evicting the idlest one first if the table is full
+    /// and eviction is configured.
+    pub(crate) fn reserve(self: &Arc<Self>) -> Reserve {
+        if self.is_shut_down() {
+            return Reserve::ShutDown;
+        }
+        if self.try_count()
+            || (self.settings.evict_idlest() && self.evict_idlest() && self.try_count())
+        {
+            return Reserve::Reserved(Reservation {
+                registry: Arc::clone(self),
+                committed: false,
+            });
+        }
+        Reserve::Full
+    }
+
+    fn try_count(&self) -> bool {
+        let max = self.settings.max_sessions();
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Closes the session idle the longest (none with a request in flight). O(sessions).
+    fn evict_idlest(&self) -> bool {
+        let mut idlest: Option<(u64, SessionId)> = None;
+        for item in self.table.iter() {
+            if let Some(since) = item.value().idle_since()
+                && idlest.as_ref().is_none_or(|(best, _)| since < *best)
+            {
+                idlest = Some((since, item.key().clone()));
+            }
+        }
+        let Some((_, id)) = idlest else { return false };
+        match self.table.remove_if(id.as_str(), |_, e| e.idle_since().is_some()) {
+            Some((_, entry)) => {
+                self.finish_close(&entry, crate::CloseReason::Evicted);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores a freshly opened session. Fails (and closes nothing) if the id is taken or the
+    /// layer shut down meanwhile; the reservation is then given back by dropping it.
+    pub(crate) fn commit(
+        &self,
+        entry: Arc<DynEntry>,
+        mut reservation: Reservation,
+    ) -> Result<(), Reservation> {
+        if self.is_shut_down() {
+            return Err(reservation);
+        }
+        match self.table.entry(entry.info.id().clone()) {
+            dashmap::Entry::Occupied(_) => return Err(reservation),
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(entry.clone());
+            }
+        }
+        // The slot now belongs to the stored session; `finish_close` gives it back.
+        reservation.committed = true;
+        // `shutdown` may have drained the table between the check above and the insert.
+        if self.is_shut_down() {
+            self.close(entry.info.id().as_str(), crate::CloseReason::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Whether an id is currently in the table (live or not yet reclaimed).
+    pub(crate) fn contains_key(&self, id: &str) -> bool {
+        self.table.contains_key(id)
+    }
+
+    /// Closes every expired session; returns how many.
+    pub(crate) fn sweep(&self) -> usize {
+        let idle = self.settings.idle_timeout_ms();
+        if idle == 0 {
+            return 0;
+        }
+        let now = self.now();
+        let mut expired = Vec::new();
+        self.table.retain(|_, entry| {
+            if entry.is_expired(now, idle) {
+                expired.push(Arc::clone(entry));
+                false
+            } else {
+                true
+            }
+        });
+        for entry in &expired {
+            self.finish_close(entry, crate::CloseReason::Expired);
+        }
+        expired.len()
+    }
+
+    /// Refuses new sessions from now on and closes every live one.
+    pub(crate) fn shutdown(&self) -> usize {
+        self.shut_down.store(true, Ordering::SeqCst);
+        self.sweeper.stop();
+        let mut closed = Vec::new();
+        self.table.retain(|_, entry| {
+            closed.push(Arc::clone(entry));
+            false
+        });
+        for entry in &closed {
+            self.finish_close(entry, crate::CloseReason::Shutdown);
+        }
+        closed.len()
+    }
+
+    /// Ids of the live sessions, in no particular order.
+    pub(crate) fn ids(&self) -> Vec<SessionId> {
+        self.table.iter().map(|e| e.key().clone()).collect()
+    }
+}

@@ -1,0 +1,191 @@
+//! Requests the layer answers itself: [`Rejection`] and its default HTTP responses.
+//!
+//! Every rejection has a status code and, by default, a JSON-RPC 2.0 error body with
+//! `"id": null`, as the official MCP SDKs send:
+//!
+//! | rejection | status | JSON-RPC code |
+//! |---|---|---|
+//! | [`MissingSessionId`](Rejection::MissingSessionId) | 400 Bad Request | -32000 |
+//! | [`InvalidSessionId`](Rejection::InvalidSessionId) | 400 Bad Request | -32000 |
+//! | [`InvalidProtocolVersion`](Rejection::InvalidProtocolVersion) | 400 Bad Request | -32000 |
+//! | [`ParseError`](Rejection::ParseError) | 400 Bad Request | -32700 |
+//! | [`BatchedInitialize`](Rejection::BatchedInitialize) | 400 Bad Request | -32600 |
+//! | [`SessionNotFound`](Rejection::SessionNotFound) | 404 Not Found | -32001 |
+//! | [`MethodNotAllowed`](Rejection::MethodNotAllowed) | 405 Method Not Allowed, `Allow` | -32000 |
+//! | [`PayloadTooLarge`](Rejection::PayloadTooLarge) | 413 Payload Too Large | -32000 |
+//! | [`FactoryFailed`](Rejection::FactoryFailed) | 500 Internal Server Error | -32603 |
+//! | [`TooManySessions`](Rejection::TooManySessions) | 503 Service Unavailable, `Retry-After` | -32000 |
+//! | [`ShuttingDown`](Rejection::ShuttingDown) | 503 Service Unavailable | -32000 |
+//!
+//! Replace the responses with [`SessionLayer::rejection`](crate::SessionLayer::rejection),
+//! e.g. to answer gRPC clients with a `grpc-status`.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::id::InvalidSessionId;
+
+/// A request the layer answered itself instead of passing it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The request carries no session id and does not open a session (MCP 2025-11-25,
+    /// Streamable HTTP, Session Management: "Servers that require a session ID SHOULD respond
+    /// to requests without an `Mcp-Session-Id` header (other than initialization) with HTTP
+    /// 400 Bad Request").
+    MissingSessionId,
+    /// The session header is empty, too long, repeated or holds bytes outside visible ASCII.
+    InvalidSessionId(InvalidSessionHeader),
+    /// The `MCP-Protocol-Version` header is not a `YYYY-MM-DD` version (MCP 2025-11-25,
+    /// Streamable HTTP, Protocol Version Header: an invalid version gets 400 Bad Request).
+    InvalidProtocolVersion,
+    /// The body of a request that may open a session is not JSON.
+    ParseError,
+    /// `initialize` sent inside a JSON-RPC batch (MCP 2025-03-26 forbids it; later
+    /// versions removed batches).
+    BatchedInitialize,
+    /// The id names no live session: never issued, expired, closed, or bound to another
+    /// principal (MCP 2025-11-25: "the server MUST respond to requests containing that
+    /// session ID with HTTP 404 Not Found").
+    SessionNotFound,
+    /// The HTTP method is not served here; holds the methods for the `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// The body of a request that may open a session exceeds the peek limit (bytes).
+    PayloadTooLarge(usize),
+    /// The session factory returned an error; nothing was stored.
+    FactoryFailed,
+    /// The session limit is reached; clients should retry after the given delay.
+    TooManySessions(Duration),
+    /// [`Sessions::shutdown`](crate::Sessions::shutdown) was called; no session opens.
+    ShuttingDown,
+}
+
+/// What is wrong with a session header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidSessionHeader {
+    /// The header appears more than once.
+    Repeated,
+    /// The value breaks the id rules.
+    Invalid(InvalidSessionId),
+}
+
+impl fmt::Display for InvalidSessionHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Repeated => f.write_str("session header is repeated"),
+            Self::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Rejection {
+    /// The HTTP status of the default response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingSessionId
+            | Self::InvalidSessionId(_)
+            | Self::InvalidProtocolVersion
+            | Self::ParseError
+            | Self::BatchedInitialize => StatusCode::BAD_REQUEST,
+            Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::FactoryFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooManySessions(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON-RPC error code of the default body.
+    pub fn json_rpc_code(&self) -> i32 {
+        match self {
+            Self::SessionNotFound => -32001,
+            Self::ParseError => -32700,
+            Self::BatchedInitialize => -32600,
+            Self::FactoryFailed => -32603,
+            _ => -32000,
+        }
+    }
+
+    /// The JSON-RPC error message of the default body.
+    pub fn message(&self) -> String {
+        match self {
+            Self::MissingSessionId => "Bad Request: Mcp-Session-Id header is required".into(),
+            Self::InvalidSessionId(why) => format!("Bad Request: invalid session id: {why}"),
+            Self::InvalidProtocolVersion => {
+                "Bad Request: Unsupported protocol version".into()
+            }
+            Self::ParseError => "Parse error".into(),
+            Self::BatchedInitialize => {
+                "Invalid Request: initialize must not be part of a batch".into()
+            }
+            Self::SessionNotFound => "Session not found".into(),
+            Self::MethodNotAllowed(_) => "Method not allowed".into(),
+            Self::PayloadTooLarge(limit) => {
+                format!("Payload too large: the limit is {limit} bytes")
+            }
+            Self::FactoryFailed => "Internal error: the session could not be created".into(),
+            Self::TooManySessions(_) => "Service unavailable: too many sessions".into(),
+            Self::ShuttingDown => "Service unavailable: shutting down".into(),
+        }
+    }
+
+    /// The default response: the status, a JSON-RPC error body
+    /// `{"jsonrpc":"2.0","error":{"code":..,"message":..},"id":null}` with
+    /// `Content-Type: application/json`, plus `Allow` on 405 and `Retry-After` (whole
+    /// seconds, at least 1) on 503 for [`TooManySessions`](Self::TooManySessions).
+    pub fn to_response(&self) -> Response<Bytes> {
+        let message = serde_json::Value::from(self.message());
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":{message}}},"id":null}}"#,
+            self.json_rpc_code()
+        );
+        let mut response = Response::new(Bytes::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match self {
+            Self::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::TooManySessions(after) => {
+                headers.insert(header::RETRY_AFTER, after.as_secs().max(1).into());
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message(), self.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_body_matches_the_sdks() {
+        let response = Rejection::SessionNotFound.to_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.body().as_ref(),
+            br#"{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}"#
+        );
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds() {
+        let response = Rejection::TooManySessions(Duration::from_millis(10)).to_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+}
