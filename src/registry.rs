@@ -167,13 +167,21 @@ impl Registry {
     }
 
     /// Routes a request to session `id`: returns its entry, already counted in flight, or
-    /// `None` if it is unknown or expired (an expired one is closed on the way).
-    pub(crate) fn acquire(&self, id: &str) -> Option<Arc<DynEntry>> {
+    /// `None` if it is unknown, expired (then it is closed on the way) or refused by
+    /// `accept` (a foreign principal, say; a refused request does not refresh the session).
+    pub(crate) fn acquire(
+        &self,
+        id: &str,
+        accept: impl FnOnce(&DynEntry) -> bool,
+    ) -> Option<Arc<DynEntry>> {
         let now = self.now();
         let idle = self.settings.idle_timeout_ms();
         {
             let entry = self.table.get(id)?;
             if !entry.is_expired(now, idle) {
+                if !accept(entry.value()) {
+                    return None;
+                }
                 entry.begin(now);
                 return Some(Arc::clone(entry.value()));
             }

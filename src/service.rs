@@ -33,7 +33,7 @@ use crate::layer::Config;
 use crate::lifecycle::{self, CloseReason};
 use crate::mcp;
 use crate::policy::OpenKind;
-use crate::registry::{Entry, Registry, Reserve};
+use crate::registry::{DynEntry, Entry, Registry, Reserve};
 use crate::rejection::{InvalidSessionHeader, Rejection};
 
 /// Attempts at minting an id that is valid and not live before giving up with 500.
@@ -210,71 +210,65 @@ where
             return ResponseFuture::ready(reject(config, Rejection::MethodNotAllowed(allow)));
         }
 
-        match session_header(config, &req) {
-            Err(rejection) => ResponseFuture::ready(reject(config, rejection)),
-            Ok(None) => self.open(req),
-            Ok(Some(_)) if req.method() == Method::DELETE => self.delete(req),
-            Ok(Some(_)) => self.route(req),
-        }
-    }
-}
-
-impl<S, F> SessionService<S, F> {
-    /// Answers DELETE with a session id: 204 after closing it, 404, or 405.
-    fn delete<B, P, R, ResBody, E>(&self, req: Request<B>) -> ResponseFuture<P, R, ResBody, E> {
-        let config = &*self.config;
-        if !config.terminate_on_delete {
-            return ResponseFuture::ready(reject(
-                config,
-                Rejection::MethodNotAllowed(ALLOW_NO_DELETE),
-            ));
-        }
-        let (req, principal) = principal_of(config, req);
-        let id = session_header(config, &req).ok().flatten().unwrap_or_default();
-        let closed = match self.registry.get(id) {
-            Some(entry) if config.principal.is_none() || entry.info.principal() == principal.as_ref() => {
-                self.registry.close(id, CloseReason::Deleted)
-            }
-            _ => false,
-        };
-        if !closed {
-            return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
-        }
-        let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        ResponseFuture::ready(response)
-    }
-
-    /// Sends a request with a session id to the session's service, or answers 404.
-    fn route<B, P, ResBody, E>(
-        &self,
-        req: Request<B>,
-    ) -> ResponseFuture<P, Oneshot<F::Service, Req<B>>, ResBody, E>
-    where
-        F: SessionFactory<S>,
-        F::Service: Service<Req<B>> + Clone + 'static,
-    {
-        let config = &*self.config;
         let (mut req, principal) = principal_of(config, req);
-        let id = session_header(config, &req).ok().flatten().unwrap_or_default();
-        let Some(entry) = self.registry.acquire(id) else {
+        // Does the request belong to the session? (Only asked when principals are bound.)
+        let owns = |entry: &DynEntry| {
+            config.principal.is_none() || entry.info.principal() == principal.as_ref()
+        };
+        let entry = match session_header(config, &req) {
+            Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
+            Ok(None) => return self.open(req, principal),
+            Ok(Some(id)) if req.method() == Method::DELETE => {
+                return ResponseFuture::ready(self.delete(id, owns));
+            }
+            Ok(Some(id)) => self.registry.acquire(id, owns),
+        };
+        let Some(entry) = entry else {
             return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
         };
         // From here on the request counts as in flight; dropping the guard undoes that.
         let guard = SessionGuard::new(entry, self.registry.epoch());
         let entry = guard.entry();
-        let foreign = config.principal.is_some() && entry.info.principal() != principal.as_ref();
         let service = (&entry.service as &dyn Any).downcast_ref::<F::Service>();
         let service = match service {
-            Some(service) if !foreign && !entry.is_closed() => service.clone(),
+            Some(service) if !entry.is_closed() => service.clone(),
+            // Closed since the lookup, or stored by a layer clone wrapping another service.
             _ => return ResponseFuture::ready(reject(config, Rejection::SessionNotFound)),
         };
         req.extensions_mut().insert(entry.info.clone());
         ResponseFuture::session(service.oneshot(req.map(RequestBody::new)), guard)
     }
+}
+
+impl<S, F> SessionService<S, F> {
+    /// Answers DELETE with a session id: 204 after closing it, 404, or 405.
+    fn delete<ResBody>(
+        &self,
+        id: &str,
+        owns: impl FnOnce(&DynEntry) -> bool,
+    ) -> Response<ResponseBody<ResBody>> {
+        let config = &*self.config;
+        if !config.terminate_on_delete {
+            return reject(config, Rejection::MethodNotAllowed(ALLOW_NO_DELETE));
+        }
+        let closed = match self.registry.get(id) {
+            Some(entry) if owns(&entry) => self.registry.close(id, CloseReason::Deleted),
+            _ => false,
+        };
+        if !closed {
+            return reject(config, Rejection::SessionNotFound);
+        }
+        let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+    }
 
     /// Opens a session for a request without an id, if the open policy says it opens one.
-    fn open<B, P, R, ResBody>(&self, req: Request<B>) -> ResponseFuture<P, R, ResBody, S::Error>
+    fn open<B, P, R, ResBody>(
+        &self,
+        req: Request<B>,
+        principal: Option<Principal>,
+    ) -> ResponseFuture<P, R, ResBody, S::Error>
     where
         S: Service<Req<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Error: Send + 'static,
@@ -295,7 +289,7 @@ impl<S, F> SessionService<S, F> {
             config: Arc::clone(&self.config),
             registry: Arc::clone(&self.registry),
         };
-        ResponseFuture::open(Box::pin(opening.run(req)))
+        ResponseFuture::open(Box::pin(opening.run(req, principal)))
     }
 }
 
@@ -311,6 +305,7 @@ impl<S, F> Opening<S, F> {
     async fn run<B, ResBody>(
         self,
         req: Request<B>,
+        principal: Option<Principal>,
     ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
     where
         S: Service<Req<B>, Response = Response<ResBody>>,
@@ -339,7 +334,6 @@ impl<S, F> Opening<S, F> {
                 }
             }
         };
-        let principal = config.principal.as_ref().and_then(|extract| extract(&parts));
 
         let reservation = match self.registry.reserve() {
             Reserve::Reserved(reservation) => reservation,
