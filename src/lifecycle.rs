@@ -156,10 +156,7 @@ pub(crate) fn ensure_sweeper(registry: &Arc<Registry>) {
     let stop = Arc::clone(&state.stop);
     let stopped = Arc::clone(&state.stopped);
     handle.spawn(async move {
-        loop {
-            let Some(interval) = weak.upgrade().map(|r| r.settings.sweep_interval()) else {
-                break;
-            };
+        while let Some(interval) = weak.upgrade().map(|r| r.settings.sweep_interval()) {
             let notified = stop.notified();
             if stopped.load(Ordering::SeqCst) {
                 break;

@@ -93,9 +93,10 @@ impl<T: ?Sized> Entry<T> {
         (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.last_seen.load(Ordering::Acquire))
     }
 
-    pub(crate) fn begin(&self, now: u64) {
+    /// Counts a request in flight. `last_seen` need not move: a session with a request in
+    /// flight never expires, and [`end`](Self::end) stamps the time when it finishes.
+    pub(crate) fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.last_seen.store(now, Ordering::Release);
     }
 
     pub(crate) fn end(&self, now: u64) {
@@ -182,7 +183,7 @@ impl Registry {
                 if !accept(entry.value()) {
                     return None;
                 }
-                entry.begin(now);
+                entry.begin();
                 return Some(Arc::clone(entry.value()));
             }
         }
