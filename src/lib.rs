@@ -121,3 +121,8 @@ pub use lifecycle::{CloseReason, Sessions};
 pub use policy::OpenPolicy;
 pub use rejection::{InvalidSessionHeader, Rejection};
 pub use service::SessionService;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
