@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderName, Response};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use tower_layer::Layer;
 
 use crate::id::{MakeSessionId, SessionId, UuidV4};
@@ -26,6 +26,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 type PrincipalFn = Arc<dyn Fn(&Parts) -> Option<Principal> + Send + Sync>;
 type SessionlessFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 type RejectionFn = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
+type KeepFn = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
 
 /// Per-request settings, frozen into an `Arc` when the layer wraps a service.
 #[derive(Clone)]
@@ -40,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) make_id: Arc<dyn MakeSessionId>,
     pub(crate) principal: Option<PrincipalFn>,
     pub(crate) rejection: Option<RejectionFn>,
+    pub(crate) keep_session: Option<KeepFn>,
 }
 
 /// A [`Layer`] that gives the wrapped service sessions keyed by a request header.
@@ -78,6 +80,7 @@ impl<F> SessionLayer<F> {
                 make_id: Arc::new(UuidV4),
                 principal: None,
                 rejection: None,
+                keep_session: None,
             },
             registry: Arc::new(Registry::new()),
         }
@@ -217,6 +220,21 @@ impl<F> SessionLayer<F> {
         R: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
     {
         self.config.rejection = Some(Arc::new(responder));
+        self
+    }
+
+    /// Decides from the opening response's status and headers whether the new session is
+    /// kept. Default: the status is 2xx (MCP 2025-11-25: the id is assigned with a successful
+    /// `InitializeResult`). gRPC answers failed calls with HTTP 200 and a `grpc-status`
+    /// header, so tonic users pass
+    /// `|status, headers| status.is_success() && headers.get("grpc-status").is_none_or(|s| s == "0")`.
+    /// A status sent only in trailers cannot be seen here. A session not kept is dropped at
+    /// once and no id is sent.
+    pub fn keep_session_if<K>(mut self, keep: K) -> Self
+    where
+        K: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.keep_session = Some(Arc::new(keep));
         self
     }
 

@@ -126,7 +126,8 @@ fn session_header<'a, B>(
         return Err(Rejection::InvalidSessionId(InvalidSessionHeader::Repeated));
     }
     let bytes = value.as_bytes();
-    id::validate(bytes).map_err(|e| Rejection::InvalidSessionId(InvalidSessionHeader::Invalid(e)))?;
+    id::validate(bytes)
+        .map_err(|e| Rejection::InvalidSessionId(InvalidSessionHeader::Invalid(e)))?;
     // Visible ASCII is valid UTF-8.
     Ok(std::str::from_utf8(bytes).ok())
 }
@@ -178,12 +179,8 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<
-        Oneshot<S, Req<B>>,
-        Oneshot<F::Service, Req<B>>,
-        ResBody,
-        S::Error,
-    >;
+    type Future =
+        ResponseFuture<Oneshot<S, Req<B>>, Oneshot<F::Service, Req<B>>, ResBody, S::Error>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -206,7 +203,11 @@ where
         let method = req.method();
         if config.mcp && method != Method::GET && method != Method::POST && method != Method::DELETE
         {
-            let allow = if config.terminate_on_delete { ALLOW_ALL } else { ALLOW_NO_DELETE };
+            let allow = if config.terminate_on_delete {
+                ALLOW_ALL
+            } else {
+                ALLOW_NO_DELETE
+            };
             return ResponseFuture::ready(reject(config, Rejection::MethodNotAllowed(allow)));
         }
 
@@ -338,8 +339,14 @@ impl<S, F> Opening<S, F> {
         let reservation = match self.registry.reserve() {
             Reserve::Reserved(reservation) => reservation,
             Reserve::Full => {
-                tracing::warn!(max = self.registry.settings.max_sessions(), "session limit reached");
-                return Ok(reject(config, Rejection::TooManySessions(config.retry_after)));
+                tracing::warn!(
+                    max = self.registry.settings.max_sessions(),
+                    "session limit reached"
+                );
+                return Ok(reject(
+                    config,
+                    Rejection::TooManySessions(config.retry_after),
+                ));
             }
             Reserve::ShutDown => return Ok(reject(config, Rejection::ShuttingDown)),
         };
@@ -355,14 +362,22 @@ impl<S, F> Opening<S, F> {
             }
         };
 
-        let entry = Arc::new(Entry::new(info.clone(), service.clone(), self.registry.now()));
+        let entry = Arc::new(Entry::new(
+            info.clone(),
+            service.clone(),
+            self.registry.now(),
+        ));
         // `Entry::new` counted the opening request in flight; the guard owns that count.
         let guard = SessionGuard::new(entry.clone(), self.registry.epoch());
         let mut req = Request::from_parts(parts, body);
         req.extensions_mut().insert(info.clone());
         let mut response = service.oneshot(req).await?;
-        if !response.status().is_success() {
+        let keep = match &config.keep_session {
+            Some(keep) => keep(response.status(), response.headers()),
             // MCP: the id is assigned only with a successful InitializeResult.
+            None => response.status().is_success(),
+        };
+        if !keep {
             return Ok(response.map(ResponseBody::inner));
         }
         if self.registry.commit(entry, reservation).is_err() {
@@ -374,7 +389,8 @@ impl<S, F> Opening<S, F> {
             };
             return Ok(reject(config, rejection));
         }
-        let value = HeaderValue::from_str(info.id().as_str()).expect("session ids are visible ASCII");
+        let value =
+            HeaderValue::from_str(info.id().as_str()).expect("session ids are visible ASCII");
         response.headers_mut().insert(config.header.clone(), value);
         tracing::debug!(session_id = %info.id(), "session opened");
         Ok(response.map(|body| ResponseBody::guarded(body, Some(guard))))
@@ -387,7 +403,9 @@ impl<S, F> Opening<S, F> {
             match SessionId::parse(&raw) {
                 Ok(id) if !self.registry.contains_key(id.as_str()) => return Some(id),
                 Ok(_) => tracing::warn!("session id generator returned a live id"),
-                Err(error) => tracing::error!(%error, "session id generator returned an invalid id"),
+                Err(error) => {
+                    tracing::error!(%error, "session id generator returned an invalid id")
+                }
             }
         }
         None
