@@ -53,8 +53,8 @@ pub(crate) fn is_sessionless(headers: &HeaderMap) -> Result<bool, Rejection> {
     Ok(version >= SESSIONLESS_SINCE.as_bytes())
 }
 
-/// Reads a peeked body: `Ok(true)` if it is a JSON-RPC `initialize` request, `Ok(false)` for
-/// any other JSON.
+/// Reads a peeked body: `Ok(true)` if it is a JSON-RPC `initialize` request (with a string or
+/// number `id`; an `initialize` notification opens nothing), `Ok(false)` for any other JSON.
 ///
 /// # Errors
 ///
@@ -64,7 +64,12 @@ pub(crate) fn is_sessionless(headers: &HeaderMap) -> Result<bool, Rejection> {
 pub(crate) fn is_initialize(body: &[u8]) -> Result<bool, Rejection> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| Rejection::ParseError)?;
-    let is_init = |v: &serde_json::Value| v.get("method").and_then(|m| m.as_str()) == Some("initialize");
+    // A request, not a notification: it must carry a string or number id to be answered
+    // with the InitializeResult that assigns the session.
+    let is_init = |v: &serde_json::Value| {
+        v.get("method").and_then(|m| m.as_str()) == Some("initialize")
+            && v.get("id").is_some_and(|id| id.is_string() || id.is_number())
+    };
     match &value {
         serde_json::Value::Array(batch) if batch.iter().any(is_init) => {
             Err(Rejection::BatchedInitialize)
@@ -105,6 +110,10 @@ mod tests {
         assert_eq!(is_initialize(init), Ok(true));
         assert_eq!(is_initialize(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), Ok(false));
         assert_eq!(is_initialize(b"{nope"), Err(Rejection::ParseError));
+        let notification = br#"{"jsonrpc":"2.0","method":"initialize","params":{}}"#;
+        assert_eq!(is_initialize(notification), Ok(false));
+        let null_id = br#"{"jsonrpc":"2.0","id":null,"method":"initialize"}"#;
+        assert_eq!(is_initialize(null_id), Ok(false));
         assert_eq!(
             is_initialize(br#"[{"jsonrpc":"2.0","id":1,"method":"initialize"}]"#),
             Err(Rejection::BatchedInitialize)

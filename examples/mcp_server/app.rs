@@ -1,0 +1,657 @@
+//! The MCP server of the `mcp_server` example, as a router anyone can serve: `main.rs` binds
+//! it to a port, `tests/rmcp_client.rs` serves it on `127.0.0.1:0` and drives it with the
+//! official Rust MCP client.
+//!
+//! # Shape
+//!
+//! ```text
+//! Router ── host/origin check (403) ── /mcp ── SessionLayer::mcp(factory) ──┬─ per-session MethodRouter (POST, GET)
+//!                                                                            └─ sessionless MethodRouter (400)
+//! ```
+//!
+//! - **One MCP server per session.** The factory builds, for each `initialize`, a fresh
+//!   [`MethodRouter`] whose state is that session's [`Session`]: its counter, its log level
+//!   and a broadcast channel feeding its GET SSE streams. The layer routes every later
+//!   request with the session's `Mcp-Session-Id` to that router, answers DELETE (204) and
+//!   unknown or closed ids (404) itself, and drops the router when the session closes.
+//! - **POST** takes one JSON-RPC message. Requests get a JSON body, or an SSE stream holding
+//!   the one response if the `Accept` header prefers `text/event-stream` (clients that accept
+//!   both, as MCP clients must, get JSON); notifications and responses get 202 with no body.
+//!   Methods: `initialize`, `ping`, `tools/list`, `tools/call`, `logging/setLevel`; any other
+//!   gets JSON-RPC -32601. Batches (MCP 2025-03-26 only) are refused with -32600.
+//! - **GET** opens an SSE stream of server-to-client messages for the session; a session
+//!   may hold several at once. Each call of the `increment` tool sends a
+//!   `notifications/message` log entry (level `info`, filtered by `logging/setLevel`) to every
+//!   open GET stream of its session, and only of its session.
+//! - **Protocol versions.** `initialize` answers with the client's version if it is one of
+//!   [`SUPPORTED_VERSIONS`], else [`LATEST_VERSION`]. Later requests whose
+//!   `MCP-Protocol-Version` is not supported get 400 (no header means 2025-03-26, as the
+//!   spec says). Requests declaring 2026-07-28 or later are sessionless (SEP-2567): the layer
+//!   hands them to the inner service, which here refuses them with 400 and JSON-RPC -32600,
+//!   listing the supported versions; a client that probes with `server/discover` first (as
+//!   rmcp's `Auto` lifecycle does) reads that as "legacy server" and falls back to
+//!   `initialize`.
+//! - **DNS rebinding.** Every request whose `Host` (or `Origin`, if present) is not
+//!   `localhost`, `127.0.0.1` or `[::1]` (any port), or one of [`Config::allowed_hosts`], is
+//!   refused with 403 before it reaches the session layer, so it can neither open nor use a
+//!   session (MCP 2025-11-25, Streamable HTTP, Security Warning).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, post};
+use futures_util::stream;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+use tower::ServiceBuilder;
+use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
+use tower_mcp_session::{SessionInfo, SessionLayer, Sessions};
+
+/// Protocol versions this server speaks, oldest first.
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// The version `initialize` answers when the client asks for one it does not speak.
+pub const LATEST_VERSION: &str = "2025-11-25";
+/// What a request without `MCP-Protocol-Version` is taken to speak (MCP 2025-11-25,
+/// Streamable HTTP, Protocol Version Header).
+pub const DEFAULT_HEADER_VERSION: &str = "2025-03-26";
+/// The text of the `test_simple_text` tool, as the conformance suite's
+/// `tools-call-simple-text` scenario documents it.
+pub const SIMPLE_TEXT: &str = "This is a simple text response for testing.";
+/// Host names always allowed in `Host` and `Origin`.
+pub const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// Log levels of MCP logging, least severe first (RFC 5424 order).
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+/// Index of `info` in [`LEVELS`]: the level of the `increment` log entries and the default
+/// minimum level of a session.
+const INFO: u8 = 1;
+/// Messages buffered per session for slow GET streams; a stream that falls further behind
+/// skips the oldest ones.
+const STREAM_BUFFER: usize = 64;
+
+/// Settings of [`build`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A session unused this long expires (its id then gets 404). Default: 30 minutes.
+    pub idle_timeout: Duration,
+    /// Most sessions open at once; past it `initialize` gets 503. Default: 1,000.
+    pub max_sessions: usize,
+    /// Host names allowed in `Host`/`Origin` besides [`LOCAL_HOSTS`], without port
+    /// (`mcp.example.com`, `[fd00::1]`). Default: none.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            max_sessions: 1_000,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// The server: serve `router`; use `sessions` to inspect the live sessions and to close them
+/// all on shutdown.
+pub struct App {
+    /// Serves MCP Streamable HTTP at `/mcp`.
+    pub router: Router,
+    /// The session table of the router's [`SessionLayer`].
+    pub sessions: Sessions,
+}
+
+/// Builds the server.
+pub fn build(config: Config) -> App {
+    // Sessionless requests (MCP-Protocol-Version >= 2026-07-28) go here.
+    let inner: MethodRouter = any(sessionless);
+    let layer = SessionLayer::mcp(|info: SessionInfo, _inner: MethodRouter| async move {
+        tracing::debug!(session_id = %info.id(), "building the session's MCP server");
+        Ok::<_, Infallible>(session_server(Session::new(info)))
+    })
+    .idle_timeout(config.idle_timeout)
+    .max_sessions(config.max_sessions)
+    .on_close(|id, reason| tracing::info!(session_id = %id, ?reason, "session closed"));
+    let sessions = layer.sessions();
+    let mcp = ServiceBuilder::new().layer(layer).service(inner);
+
+    let mut allowed: Vec<String> = LOCAL_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+    allowed.extend(config.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
+    let router = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(allowed),
+            check_host,
+        ));
+    App { router, sessions }
+}
+
+// ---------------------------------------------------------------------------------------
+// One session's MCP server
+// ---------------------------------------------------------------------------------------
+
+/// The state of one session, shared by every request routed to it.
+pub struct Session {
+    info: SessionInfo,
+    counter: AtomicU64,
+    /// Index into [`LEVELS`] of the least severe log entry sent.
+    log_level: AtomicU8,
+    /// Set by the first `initialize` (the one that opened the session).
+    initialized: AtomicBool,
+    /// Server-to-client messages for the session's GET streams.
+    events: broadcast::Sender<String>,
+}
+
+impl Session {
+    fn new(info: SessionInfo) -> Arc<Self> {
+        Arc::new(Self {
+            info,
+            counter: AtomicU64::new(0),
+            log_level: AtomicU8::new(INFO),
+            initialized: AtomicBool::new(false),
+            events: broadcast::channel(STREAM_BUFFER).0,
+        })
+    }
+
+    /// Answers one JSON-RPC request: `Ok(result)` or `Err((status, error))`.
+    fn handle(&self, method: &str, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
+        match method {
+            "initialize" => self.initialize(params),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(json!({ "tools": tools() })),
+            "tools/call" => self.call_tool(params),
+            "logging/setLevel" => self.set_level(params),
+            _ => Err(rpc_error(-32601, format!("Method not found: {method}"))),
+        }
+    }
+
+    fn initialize(&self, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
+        if self.initialized.swap(true, Ordering::AcqRel) {
+            let error = error_object(
+                -32600,
+                "Invalid Request: the session is already initialized",
+            );
+            return Err((StatusCode::BAD_REQUEST, error));
+        }
+        let requested = params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str);
+        let version = match requested {
+            Some(v) if SUPPORTED_VERSIONS.contains(&v) => v,
+            _ => LATEST_VERSION,
+        };
+        let client = params.and_then(|p| p.get("clientInfo"));
+        let name = client.and_then(|c| c.get("name")).and_then(Value::as_str);
+        let client_version = client
+            .and_then(|c| c.get("version"))
+            .and_then(Value::as_str);
+        tracing::info!(
+            session_id = %self.info.id(),
+            client = name.unwrap_or("?"),
+            client_version = client_version.unwrap_or("?"),
+            requested = requested.unwrap_or("?"),
+            protocol_version = version,
+            "session opened"
+        );
+        Ok(json!({
+            "protocolVersion": version,
+            "capabilities": { "tools": { "listChanged": false }, "logging": {} },
+            "serverInfo": {
+                "name": "tower-mcp-session-example",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+            "instructions": "Each session has its own counter: call the `increment` tool.",
+        }))
+    }
+
+    fn call_tool(&self, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
+        let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            return Err(rpc_error(
+                -32602,
+                "Invalid params: tools/call needs a tool `name`",
+            ));
+        };
+        let text = match name {
+            "increment" => {
+                let value = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
+                self.log(
+                    INFO,
+                    "increment",
+                    json!({ "sessionId": self.info.id().as_str(), "counter": value }),
+                );
+                value.to_string()
+            }
+            "test_simple_text" => SIMPLE_TEXT.to_owned(),
+            _ => return Err(rpc_error(-32602, format!("Unknown tool: {name}"))),
+        };
+        Ok(json!({ "content": [{ "type": "text", "text": text }], "isError": false }))
+    }
+
+    fn set_level(&self, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
+        let level = params.and_then(|p| p.get("level")).and_then(Value::as_str);
+        let Some(index) = level.and_then(|l| LEVELS.iter().position(|known| *known == l)) else {
+            let message = format!(
+                "Invalid params: `level` must be one of {}",
+                LEVELS.join(", ")
+            );
+            return Err(rpc_error(-32602, message));
+        };
+        self.log_level.store(index as u8, Ordering::Relaxed);
+        Ok(json!({}))
+    }
+
+    /// Sends a `notifications/message` log entry to the session's open GET streams, if its
+    /// level is at or above the session's minimum level.
+    fn log(&self, level: u8, logger: &str, data: Value) {
+        if level < self.log_level.load(Ordering::Relaxed) || self.events.receiver_count() == 0 {
+            return;
+        }
+        let message = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/message",
+            "params": { "level": LEVELS[usize::from(level)], "logger": logger, "data": data },
+        });
+        // Fails only if every stream closed in between: nobody to tell.
+        let _ = self.events.send(message.to_string());
+    }
+}
+
+/// The tools every session offers.
+fn tools() -> Value {
+    json!([
+        {
+            "name": "increment",
+            "title": "Increment",
+            "description": "Adds one to this session's counter and returns the new value.",
+            "inputSchema": { "type": "object", "properties": {}, "additionalProperties": false },
+        },
+        {
+            "name": "test_simple_text",
+            "title": "Simple text",
+            "description": "Returns a fixed text (the conformance suite's simple-text tool).",
+            "inputSchema": { "type": "object", "properties": {}, "additionalProperties": false },
+        },
+    ])
+}
+
+/// The per-session service: POST for client messages, GET for the server's stream.
+fn session_server(session: Arc<Session>) -> MethodRouter {
+    post(post_message).get(open_stream).with_state(session)
+}
+
+async fn post_message(
+    State(session): State<Arc<Session>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_json(&headers) {
+        let message = "Unsupported Media Type: Content-Type must be application/json";
+        return http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, -32000, message);
+    }
+    let Some(format) = response_format(&headers) else {
+        let message = "Not Acceptable: Accept must allow application/json or text/event-stream";
+        return http_error(StatusCode::NOT_ACCEPTABLE, -32000, message);
+    };
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            "Parse error: the body is not JSON",
+        );
+    };
+    let Value::Object(message) = message else {
+        let text =
+            "Invalid Request: expected one JSON-RPC message object (batches are not supported)";
+        return http_error(StatusCode::BAD_REQUEST, -32600, text);
+    };
+    if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: jsonrpc must be \"2.0\"",
+        );
+    }
+    let method = message.get("method").and_then(Value::as_str);
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number());
+    match (method, id) {
+        (Some(method), Some(id)) => request(&session, &headers, format, method, id, &message),
+        // `initialize` must be a request: a 2xx here would make the layer store a session
+        // that never got an InitializeResult.
+        (Some(method), None) if !message.contains_key("id") && method != "initialize" => {
+            if method == "notifications/initialized" {
+                tracing::debug!(session_id = %session.info.id(), "client initialized");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        // A response to a server request: this server sends none, so there is nothing to match.
+        (None, Some(_)) if message.contains_key("result") || message.contains_key("error") => {
+            StatusCode::ACCEPTED.into_response()
+        }
+        _ => http_error(StatusCode::BAD_REQUEST, -32600, "Invalid Request"),
+    }
+}
+
+fn request(
+    session: &Session,
+    headers: &HeaderMap,
+    format: Format,
+    method: &str,
+    id: &Value,
+    message: &Map<String, Value>,
+) -> Response {
+    if method != "initialize" {
+        if let Err(response) = check_protocol_version(headers) {
+            return response;
+        }
+    }
+    let (status, body) = match session.handle(method, message.get("params")) {
+        Ok(result) => (
+            StatusCode::OK,
+            json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        ),
+        Err((status, error)) => (
+            status,
+            json!({ "jsonrpc": "2.0", "id": id, "error": error }),
+        ),
+    };
+    match format {
+        Format::Json => json_response(status, &body),
+        Format::Sse => {
+            let event = Event::default().event("message").data(body.to_string());
+            let stream = stream::once(async move { Ok::<_, Infallible>(event) });
+            (status, Sse::new(stream)).into_response()
+        }
+    }
+}
+
+async fn open_stream(State(session): State<Arc<Session>>, headers: HeaderMap) -> Response {
+    if let Err(response) = check_protocol_version(&headers) {
+        return response;
+    }
+    if quality(&headers, "text", "event-stream") == 0 {
+        let message = "Not Acceptable: Accept must allow text/event-stream";
+        return http_error(StatusCode::NOT_ACCEPTABLE, -32000, message);
+    }
+    let receiver = session.events.subscribe();
+    tracing::debug!(session_id = %session.info.id(), "GET stream opened");
+    let events = stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(message) => {
+                    let event = Event::default().event("message").data(message);
+                    return Some((Ok::<_, Infallible>(event), receiver));
+                }
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::warn!(skipped, "a slow GET stream skipped messages");
+                }
+                // The session's server was dropped; the layer ends the body before that.
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// 400 unless `MCP-Protocol-Version` names a supported version; a request without it speaks
+/// [`DEFAULT_HEADER_VERSION`]. The layer has already refused malformed values and routed
+/// 2026-07-28 and later away.
+#[allow(clippy::result_large_err)]
+fn check_protocol_version(headers: &HeaderMap) -> Result<(), Response> {
+    let version = match headers.get(MCP_PROTOCOL_VERSION) {
+        None => DEFAULT_HEADER_VERSION,
+        Some(value) => value.to_str().unwrap_or_default(),
+    };
+    if SUPPORTED_VERSIONS.contains(&version) {
+        return Ok(());
+    }
+    let message = format!(
+        "Bad Request: Unsupported protocol version: {version} (supported: {})",
+        SUPPORTED_VERSIONS.join(", ")
+    );
+    Err(http_error(StatusCode::BAD_REQUEST, -32000, message))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessionless requests
+// ---------------------------------------------------------------------------------------
+
+/// Answers requests declaring a sessionless protocol version (2026-07-28 or later): this
+/// example speaks only the session-based versions, so it says so, as the 2025-11-25 spec
+/// asks of a server given an unsupported `MCP-Protocol-Version` (400 Bad Request).
+async fn sessionless(headers: HeaderMap, body: Bytes) -> Response {
+    let requested = headers
+        .get(MCP_PROTOCOL_VERSION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let id = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|m| m.get("id").cloned())
+        .filter(|id| id.is_string() || id.is_number())
+        .unwrap_or(Value::Null);
+    let message = format!(
+        "Unsupported protocol version: {}. This server speaks MCP {} with sessions (initialize); sessionless MCP (2026-07-28 and later) is not supported",
+        requested.as_deref().unwrap_or("?"),
+        SUPPORTED_VERSIONS.join(", ")
+    );
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": -32600,
+            "message": message,
+            "data": { "supported": SUPPORTED_VERSIONS, "requested": requested },
+        },
+    });
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+// ---------------------------------------------------------------------------------------
+// DNS-rebinding protection
+// ---------------------------------------------------------------------------------------
+
+/// Refuses with 403 a request whose `Host`, or `Origin` if present, names a host not in
+/// `allowed` (lower-case names without port).
+async fn check_host(State(allowed): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let host_ok = host.is_some_and(|h| is_allowed(&allowed, host_name(h)));
+    let origin_ok = headers.get(header::ORIGIN).is_none_or(|origin| {
+        origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+            .is_some_and(|authority| is_allowed(&allowed, host_name(authority)))
+    });
+    if host_ok && origin_ok {
+        return next.run(req).await;
+    }
+    tracing::warn!(
+        host = ?headers.get(header::HOST),
+        origin = ?headers.get(header::ORIGIN),
+        "refused a request for a foreign host (DNS rebinding protection)"
+    );
+    http_error(
+        StatusCode::FORBIDDEN,
+        -32000,
+        "Forbidden: Host or Origin not allowed",
+    )
+}
+
+/// The host of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`), without the port.
+fn host_name(authority: &str) -> &str {
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+fn is_allowed(allowed: &[String], host: &str) -> bool {
+    !host.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(host))
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP helpers
+// ---------------------------------------------------------------------------------------
+
+/// How a POST request is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    Sse,
+}
+
+/// JSON if `Accept` allows it at least as much as `text/event-stream`, else SSE if allowed;
+/// `None` if neither is acceptable. No `Accept` accepts everything.
+fn response_format(headers: &HeaderMap) -> Option<Format> {
+    let json = quality(headers, "application", "json");
+    let sse = quality(headers, "text", "event-stream");
+    match (json, sse) {
+        (0, 0) => None,
+        (json, sse) if json >= sse => Some(Format::Json),
+        _ => Some(Format::Sse),
+    }
+}
+
+/// The quality (0..=1000) `Accept` gives `type/subtype`: that of the most specific media
+/// range matching it; 1000 if there is no `Accept`, 0 if no range matches.
+fn quality(headers: &HeaderMap, ty: &str, subtype: &str) -> u16 {
+    let mut values = headers.get_all(header::ACCEPT).iter().peekable();
+    if values.peek().is_none() {
+        return 1000;
+    }
+    let mut best: Option<(u8, u16)> = None; // (specificity, quality)
+    for range in values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim();
+        let Some((t, s)) = media.split_once('/') else {
+            continue;
+        };
+        let specificity = match (t.trim(), s.trim()) {
+            (t, s) if t.eq_ignore_ascii_case(ty) && s.eq_ignore_ascii_case(subtype) => 2,
+            (t, "*") if t.eq_ignore_ascii_case(ty) => 1,
+            ("*", "*") => 0,
+            _ => continue,
+        };
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .next()
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0, |(_, q)| q)
+}
+
+/// Whether `Content-Type` is `application/json` (any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON-RPC error object.
+fn error_object(code: i64, message: impl Into<String>) -> Value {
+    json!({ "code": code, "message": message.into() })
+}
+
+/// A JSON-RPC error answered with HTTP 200, the usual way for a request that was understood.
+fn rpc_error(code: i64, message: impl Into<String>) -> (StatusCode, Value) {
+    (StatusCode::OK, error_object(code, message))
+}
+
+/// An HTTP error with a JSON-RPC error body of id `null`, like the layer's own rejections.
+fn http_error(status: StatusCode, code: i64, message: impl Into<String>) -> Response {
+    let body = json!({ "jsonrpc": "2.0", "error": error_object(code, message), "id": null });
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let content_type = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    (status, content_type, body.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiates_the_response_format() {
+        assert_eq!(response_format(&HeaderMap::new()), Some(Format::Json));
+        assert_eq!(
+            response_format(&accept("application/json, text/event-stream")),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            response_format(&accept("text/event-stream, application/json")),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            response_format(&accept("text/event-stream")),
+            Some(Format::Sse)
+        );
+        assert_eq!(
+            response_format(&accept("application/json;q=0.5, text/*")),
+            Some(Format::Sse)
+        );
+        assert_eq!(response_format(&accept("*/*")), Some(Format::Json));
+        assert_eq!(response_format(&accept("text/html")), None);
+        assert_eq!(response_format(&accept("application/json;q=0")), None);
+    }
+
+    #[test]
+    fn reads_host_names() {
+        assert_eq!(host_name("localhost:3000"), "localhost");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("user@evil.example.com:80"), "evil.example.com");
+        let allowed: Vec<String> = LOCAL_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        assert!(is_allowed(&allowed, "LOCALHOST"));
+        assert!(!is_allowed(&allowed, "localhost.evil.example.com"));
+        assert!(!is_allowed(&allowed, ""));
+    }
+}
