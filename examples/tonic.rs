@@ -194,7 +194,7 @@ pub mod counter {
 pub fn grpc_rejection(rejection: &Rejection) -> http::Response<Bytes> {
     let code = match rejection {
         Rejection::SessionNotFound => Code::NotFound,
-        Rejection::MissingSessionId | Rejection::InvalidSessionId(_) => Code::InvalidArgument,
+        Rejection::MissingSessionId(_) | Rejection::InvalidSessionId(_) => Code::InvalidArgument,
         Rejection::TooManySessions(_) | Rejection::ShuttingDown => Code::Unavailable,
         Rejection::MethodNotAllowed(_) => Code::Unimplemented,
         _ => Code::Internal,

@@ -72,7 +72,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            RequestKindProj::Peeked { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestKindProj::Peeked { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
             RequestKindProj::Stream { body } => body.poll_frame(cx),
         }
     }
@@ -217,7 +219,11 @@ where
                 if *ended {
                     return Poll::Ready(None);
                 }
-                if guard.as_ref().is_some_and(|g| g.entry().is_closed()) {
+                // A closed session ends a stream at once, even one that always has data ready;
+                // but a body of known length (a complete answer) is delivered whole, since
+                // cutting it short would break its Content-Length.
+                let cuttable = body.size_hint().exact().is_none();
+                if cuttable && guard.as_ref().is_some_and(|g| g.entry().is_closed()) {
                     *ended = true;
                     *guard = None;
                     return Poll::Ready(None);
@@ -225,7 +231,7 @@ where
                 match body.poll_frame(cx) {
                     Poll::Ready(frame) => Poll::Ready(frame),
                     Poll::Pending => {
-                        if let Some(g) = guard.as_mut() {
+                        if let Some(g) = guard.as_mut().filter(|_| cuttable) {
                             ready!(g.poll_closed(cx));
                             *ended = true;
                             *guard = None;

@@ -68,7 +68,8 @@ pub(crate) fn is_initialize(body: &[u8]) -> Result<bool, Rejection> {
     // with the InitializeResult that assigns the session.
     let is_init = |v: &serde_json::Value| {
         v.get("method").and_then(|m| m.as_str()) == Some("initialize")
-            && v.get("id").is_some_and(|id| id.is_string() || id.is_number())
+            && v.get("id")
+                .is_some_and(|id| id.is_string() || id.is_number())
     };
     match &value {
         serde_json::Value::Array(batch) if batch.iter().any(is_init) => {
@@ -85,7 +86,10 @@ mod tests {
 
     fn headers(version: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_str(version).unwrap());
+        h.insert(
+            MCP_PROTOCOL_VERSION,
+            HeaderValue::from_str(version).unwrap(),
+        );
         h
     }
 
@@ -108,7 +112,10 @@ mod tests {
     fn detects_initialize() {
         let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
         assert_eq!(is_initialize(init), Ok(true));
-        assert_eq!(is_initialize(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), Ok(false));
+        assert_eq!(
+            is_initialize(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Ok(false)
+        );
         assert_eq!(is_initialize(b"{nope"), Err(Rejection::ParseError));
         let notification = br#"{"jsonrpc":"2.0","method":"initialize","params":{}}"#;
         assert_eq!(is_initialize(notification), Ok(false));

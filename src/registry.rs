@@ -90,7 +90,8 @@ impl<T: ?Sized> Entry<T> {
     }
 
     fn idle_since(&self) -> Option<u64> {
-        (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.last_seen.load(Ordering::Acquire))
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| self.last_seen.load(Ordering::Acquire))
     }
 
     /// Counts a request in flight. `last_seen` need not move: a session with a request in
@@ -251,7 +252,9 @@ impl Registry {
     fn try_count(&self) -> bool {
         let max = self.settings.max_sessions();
         self.count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -266,7 +269,10 @@ impl Registry {
             }
         }
         let Some((_, id)) = idlest else { return false };
-        match self.table.remove_if(id.as_str(), |_, e| e.idle_since().is_some()) {
+        match self
+            .table
+            .remove_if(id.as_str(), |_, e| e.idle_since().is_some())
+        {
             Some((_, entry)) => {
                 self.finish_close(&entry, crate::CloseReason::Evicted);
                 true

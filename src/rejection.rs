@@ -24,9 +24,10 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::id::InvalidSessionId;
+use crate::mcp::MCP_SESSION_ID;
 
 /// A request the layer answered itself instead of passing it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +36,8 @@ pub enum Rejection {
     /// The request carries no session id and does not open a session (MCP 2025-11-25,
     /// Streamable HTTP, Session Management: "Servers that require a session ID SHOULD respond
     /// to requests without an `Mcp-Session-Id` header (other than initialization) with HTTP
-    /// 400 Bad Request").
-    MissingSessionId,
+    /// 400 Bad Request"). Holds the name of the session header.
+    MissingSessionId(HeaderName),
     /// The session header is empty, too long, repeated or holds bytes outside visible ASCII.
     InvalidSessionId(InvalidSessionHeader),
     /// The `MCP-Protocol-Version` header is not a `YYYY-MM-DD` version (MCP 2025-11-25,
@@ -86,7 +87,7 @@ impl Rejection {
     /// The HTTP status of the default response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingSessionId
+            Self::MissingSessionId(_)
             | Self::InvalidSessionId(_)
             | Self::InvalidProtocolVersion
             | Self::ParseError
@@ -113,11 +114,12 @@ impl Rejection {
     /// The JSON-RPC error message of the default body.
     pub fn message(&self) -> String {
         match self {
-            Self::MissingSessionId => "Bad Request: Mcp-Session-Id header is required".into(),
-            Self::InvalidSessionId(why) => format!("Bad Request: invalid session id: {why}"),
-            Self::InvalidProtocolVersion => {
-                "Bad Request: Unsupported protocol version".into()
+            Self::MissingSessionId(header) if *header == MCP_SESSION_ID => {
+                "Bad Request: Mcp-Session-Id header is required".into()
             }
+            Self::MissingSessionId(header) => format!("Bad Request: {header} header is required"),
+            Self::InvalidSessionId(why) => format!("Bad Request: invalid session id: {why}"),
+            Self::InvalidProtocolVersion => "Bad Request: Unsupported protocol version".into(),
             Self::ParseError => "Parse error".into(),
             Self::BatchedInitialize => {
                 "Invalid Request: initialize must not be part of a batch".into()

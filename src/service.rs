@@ -113,6 +113,10 @@ fn reject<ResBody>(config: &Config, rejection: Rejection) -> Response<ResponseBo
     response.map(ResponseBody::rejection)
 }
 
+fn missing(config: &Config) -> Rejection {
+    Rejection::MissingSessionId(config.header.clone())
+}
+
 /// The single value of the session header: `Ok(None)` if absent.
 fn session_header<'a, B>(
     config: &Config,
@@ -324,10 +328,10 @@ impl<S, F> Opening<S, F> {
         let body = match &config.open.0 {
             OpenKind::AnyRequest => RequestBody::new(body),
             OpenKind::When(opens) if opens(&parts) => RequestBody::new(body),
-            OpenKind::When(_) => return Ok(reject(config, Rejection::MissingSessionId)),
+            OpenKind::When(_) => return Ok(reject(config, missing(config))),
             OpenKind::McpInitialize => {
                 if parts.method != Method::POST {
-                    return Ok(reject(config, Rejection::MissingSessionId));
+                    return Ok(reject(config, missing(config)));
                 }
                 match peek_initialize(config, &parts, body).await {
                     Ok(bytes) => RequestBody::peeked(bytes),
@@ -442,6 +446,6 @@ where
     if mcp::is_initialize(&bytes)? {
         Ok(bytes)
     } else {
-        Err(Rejection::MissingSessionId)
+        Err(missing(config))
     }
 }
