@@ -358,10 +358,10 @@ fn request(
     id: &Value,
     message: &Map<String, Value>,
 ) -> Response {
-    if method != "initialize" {
-        if let Err(response) = check_protocol_version(headers) {
-            return response;
-        }
+    if method != "initialize"
+        && let Err(response) = check_protocol_version(headers)
+    {
+        return response;
     }
     let (status, body) = match session.handle(method, message.get("params")) {
         Ok(result) => (
