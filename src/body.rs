@@ -113,6 +113,9 @@ impl<B> fmt::Debug for RequestBody<B> {
 pub(crate) struct SessionGuard {
     entry: Arc<DynEntry>,
     epoch: Instant,
+    /// Whether the response (future or body) ever had to wait: then the request may have
+    /// lasted long, and its end is stamped with a fresh clock read.
+    waited: bool,
     closed: Option<Pin<Box<OwnedNotified>>>,
 }
 
@@ -122,12 +125,18 @@ impl SessionGuard {
         Self {
             entry,
             epoch,
+            waited: false,
             closed: None,
         }
     }
 
     pub(crate) fn entry(&self) -> &Arc<DynEntry> {
         &self.entry
+    }
+
+    /// Notes that the response returned `Pending`.
+    pub(crate) fn waited(&mut self) {
+        self.waited = true;
     }
 
     /// Ready once the session is closed; registers `cx` to be woken when it is.
@@ -150,7 +159,8 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.entry.end(self.epoch.elapsed().as_millis() as u64);
+        let now = self.waited.then(|| self.epoch.elapsed().as_millis() as u64);
+        self.entry.end(now);
     }
 }
 
@@ -231,6 +241,9 @@ where
                 match body.poll_frame(cx) {
                     Poll::Ready(frame) => Poll::Ready(frame),
                     Poll::Pending => {
+                        if let Some(g) = guard.as_mut() {
+                            g.waited();
+                        }
                         if let Some(g) = guard.as_mut().filter(|_| cuttable) {
                             ready!(g.poll_closed(cx));
                             *ended = true;

@@ -82,7 +82,12 @@ where
                 Poll::Ready(ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)))
             }
             KindProj::Session { future, guard } => {
-                let result = ready!(future.poll(cx));
+                let Poll::Ready(result) = future.poll(cx) else {
+                    if let Some(guard) = guard.as_mut() {
+                        guard.waited();
+                    }
+                    return Poll::Pending;
+                };
                 // The guard moves into the body: the session stays busy while it streams.
                 let guard = guard.take();
                 Poll::Ready(result.map(|r| r.map(|body| ResponseBody::guarded(body, guard))))

@@ -35,6 +35,9 @@ use crate::info::SessionInfo;
 /// Number of shards in the session table (a power of two).
 pub(crate) const SHARDS: usize = 256;
 
+/// Least time between two sweeps started by an opening request that found the table full.
+const FULL_SWEEP_INTERVAL_MS: u64 = 1_000;
+
 type Hasher = foldhash::fast::RandomState;
 
 /// Bookkeeping for one live session, followed by its service.
@@ -94,14 +97,19 @@ impl<T: ?Sized> Entry<T> {
             .then(|| self.last_seen.load(Ordering::Acquire))
     }
 
-    /// Counts a request in flight. `last_seen` need not move: a session with a request in
-    /// flight never expires, and [`end`](Self::end) stamps the time when it finishes.
-    pub(crate) fn begin(&self) {
+    /// Counts a request in flight and stamps its start as the session's last use.
+    pub(crate) fn begin(&self, now: u64) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.last_seen.fetch_max(now, Ordering::AcqRel);
     }
 
-    pub(crate) fn end(&self, now: u64) {
-        self.last_seen.store(now, Ordering::Release);
+    /// Ends a request. `now` is the time it finished, or `None` when its response was complete
+    /// in the poll that started it: then the stamp of [`begin`](Self::begin) stands, which
+    /// saves a clock read on every quick request (about 20-40 ns).
+    pub(crate) fn end(&self, now: Option<u64>) {
+        if let Some(now) = now {
+            self.last_seen.fetch_max(now, Ordering::AcqRel);
+        }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -136,6 +144,8 @@ pub(crate) struct Registry {
     pub(crate) settings: crate::lifecycle::Settings,
     shut_down: AtomicBool,
     pub(crate) sweeper: crate::lifecycle::SweeperState,
+    /// When an opening request last swept a full table (ms since the epoch; 0: never).
+    last_full_sweep: AtomicU64,
 }
 
 impl Registry {
@@ -147,6 +157,7 @@ impl Registry {
             settings: Default::default(),
             shut_down: AtomicBool::new(false),
             sweeper: Default::default(),
+            last_full_sweep: AtomicU64::new(0),
         }
     }
 
@@ -184,7 +195,7 @@ impl Registry {
                 if !accept(entry.value()) {
                     return None;
                 }
-                entry.begin();
+                entry.begin(now);
                 return Some(Arc::clone(entry.value()));
             }
         }
@@ -215,15 +226,20 @@ impl Registry {
         }
     }
 
-    /// Removes `id` from the table and closes it; `false` if it was not there.
+    /// Removes `id` from the table and closes it; `false` if it was not there, or had expired
+    /// already (it is then closed as [`Expired`](crate::CloseReason::Expired)).
     pub(crate) fn close(&self, id: &str, reason: crate::CloseReason) -> bool {
-        match self.table.remove(id) {
-            Some((_, entry)) => {
-                self.finish_close(&entry, reason);
-                true
-            }
-            None => false,
-        }
+        let Some((_, entry)) = self.table.remove(id) else {
+            return false;
+        };
+        let expired = entry.is_expired(self.now(), self.settings.idle_timeout_ms());
+        let reason = if expired {
+            crate::CloseReason::Expired
+        } else {
+            reason
+        };
+        self.finish_close(&entry, reason);
+        !expired
     }
 
     fn finish_close(&self, entry: &DynEntry, reason: crate::CloseReason) {
@@ -239,6 +255,7 @@ impl Registry {
             return Reserve::ShutDown;
         }
         if self.try_count()
+            || (self.sweep_when_full() > 0 && self.try_count())
             || (self.settings.evict_idlest() && self.evict_idlest() && self.try_count())
         {
             return Reserve::Reserved(Reservation {
@@ -247,6 +264,25 @@ impl Registry {
             });
         }
         Reserve::Full
+    }
+
+    /// Expired sessions nobody asked for still hold slots until the sweeper runs; a full table
+    /// reclaims them itself, at most once per [`FULL_SWEEP_INTERVAL_MS`] so that a flood of
+    /// opening requests against a full table does not scan it every time.
+    fn sweep_when_full(&self) -> usize {
+        let now = self.now();
+        let last = self.last_full_sweep.load(Ordering::Acquire);
+        if now.saturating_sub(last) < FULL_SWEEP_INTERVAL_MS && last != 0 {
+            return 0;
+        }
+        if self
+            .last_full_sweep
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return 0;
+        }
+        self.sweep()
     }
 
     fn try_count(&self) -> bool {
@@ -281,18 +317,15 @@ impl Registry {
         }
     }
 
-    /// Stores a freshly opened session. Fails (and closes nothing) if the id is taken or the
-    /// layer shut down meanwhile; the reservation is then given back by dropping it.
-    pub(crate) fn commit(
-        &self,
-        entry: Arc<DynEntry>,
-        mut reservation: Reservation,
-    ) -> Result<(), Reservation> {
+    /// Stores a freshly opened session and takes over its reservation. Returns `false`, and
+    /// leaves nothing stored, if the id is taken or the layer shut down meanwhile (a session
+    /// that `shutdown` raced with is closed as [`Shutdown`](crate::CloseReason::Shutdown)).
+    pub(crate) fn commit(&self, entry: Arc<DynEntry>, mut reservation: Reservation) -> bool {
         if self.is_shut_down() {
-            return Err(reservation);
+            return false;
         }
         match self.table.entry(entry.info.id().clone()) {
-            dashmap::Entry::Occupied(_) => return Err(reservation),
+            dashmap::Entry::Occupied(_) => return false,
             dashmap::Entry::Vacant(slot) => {
                 slot.insert(entry.clone());
             }
@@ -302,8 +335,9 @@ impl Registry {
         // `shutdown` may have drained the table between the check above and the insert.
         if self.is_shut_down() {
             self.close(entry.info.id().as_str(), crate::CloseReason::Shutdown);
+            return false;
         }
-        Ok(())
+        true
     }
 
     /// Whether an id is currently in the table (live or not yet reclaimed).
@@ -329,6 +363,10 @@ impl Registry {
         });
         for entry in &expired {
             self.finish_close(entry, crate::CloseReason::Expired);
+        }
+        // Give memory back after a wave of sessions is gone; hash tables never shrink alone.
+        if !expired.is_empty() && self.table.len() * 4 < self.table.capacity() {
+            self.table.shrink_to_fit();
         }
         expired.len()
     }

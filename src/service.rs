@@ -371,8 +371,10 @@ impl<S, F> Opening<S, F> {
             service.clone(),
             self.registry.now(),
         ));
-        // `Entry::new` counted the opening request in flight; the guard owns that count.
-        let guard = SessionGuard::new(entry.clone(), self.registry.epoch());
+        // `Entry::new` counted the opening request in flight; the guard owns that count. The
+        // opening request went through a factory and may wait on its service: stamp its end.
+        let mut guard = SessionGuard::new(entry.clone(), self.registry.epoch());
+        guard.waited();
         let mut req = Request::from_parts(parts, body);
         req.extensions_mut().insert(info.clone());
         let mut response = service.oneshot(req).await?;
@@ -384,7 +386,7 @@ impl<S, F> Opening<S, F> {
         if !keep {
             return Ok(response.map(ResponseBody::inner));
         }
-        if self.registry.commit(entry, reservation).is_err() {
+        if !self.registry.commit(entry, reservation) {
             let rejection = if self.registry.is_shut_down() {
                 Rejection::ShuttingDown
             } else {
