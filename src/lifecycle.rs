@@ -110,16 +110,31 @@ impl Settings {
 
     /// Runs the close hook; a panic in it is caught and logged, never propagated.
     pub(crate) fn run_on_close(&self, id: &SessionId, reason: CloseReason) {
+        self.run_on_close_all(std::iter::once(id), reason);
+    }
+
+    /// Runs the close hook for each id, reading it once.
+    pub(crate) fn run_on_close_all<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a SessionId>,
+        reason: CloseReason,
+    ) {
         let hook = self
             .on_close
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        tracing::debug!(session_id = %id, ?reason, "session closed");
-        if let Some(hook) = hook
-            && catch_unwind(AssertUnwindSafe(|| hook(id, reason))).is_err()
-        {
-            tracing::error!(session_id = %id, ?reason, "on_close hook panicked");
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        if hook.is_none() && !debug {
+            return;
+        }
+        for id in ids {
+            tracing::debug!(session_id = %id, ?reason, "session closed");
+            if let Some(hook) = &hook
+                && catch_unwind(AssertUnwindSafe(|| hook(id, reason))).is_err()
+            {
+                tracing::error!(session_id = %id, ?reason, "on_close hook panicked");
+            }
         }
     }
 }

@@ -352,23 +352,31 @@ impl Registry {
             return 0;
         }
         let now = self.now();
-        let mut expired = Vec::new();
+        let mut expired = Vec::with_capacity(1024);
+        // Mark each session closed while the retain has its entry in cache; hooks and the
+        // final drops run after, outside the shard locks (a hook or a service's `Drop` may
+        // call back into the table).
         self.table.retain(|_, entry| {
             if entry.is_expired(now, idle) {
+                entry.mark_closed();
                 expired.push(Arc::clone(entry));
                 false
             } else {
                 true
             }
         });
-        for entry in &expired {
-            self.finish_close(entry, crate::CloseReason::Expired);
-        }
+        self.count.fetch_sub(expired.len(), Ordering::AcqRel);
+        self.settings.run_on_close_all(
+            expired.iter().map(|entry| entry.info.id()),
+            crate::CloseReason::Expired,
+        );
+        let swept = expired.len();
+        drop(expired);
         // Give memory back after a wave of sessions is gone; hash tables never shrink alone.
-        if !expired.is_empty() && self.table.len() * 4 < self.table.capacity() {
+        if swept > 0 && self.table.len() * 4 < self.table.capacity() {
             self.table.shrink_to_fit();
         }
-        expired.len()
+        swept
     }
 
     /// Refuses new sessions from now on and closes every live one.

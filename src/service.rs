@@ -148,20 +148,22 @@ fn principal_of<B>(config: &Config, req: Request<B>) -> (Request<B>, Option<Prin
     }
 }
 
+/// Whether the request skips sessions: the MCP protocol-version rule, then the
+/// [`sessionless`](crate::SessionLayer::sessionless) predicate. The request is taken apart only
+/// when a predicate needs its parts.
 fn sessionless<B>(config: &Config, req: Request<B>) -> (Request<B>, Result<bool, Rejection>) {
-    if config.mcp {
-        match mcp::is_sessionless(req.headers()) {
-            Ok(false) => {}
-            other => return (req, other),
-        }
-    }
-    match &config.sessionless {
-        None => (req, Ok(false)),
-        Some(predicate) => {
+    let by_version = if config.mcp {
+        mcp::is_sessionless(req.headers())
+    } else {
+        Ok(false)
+    };
+    match (by_version, &config.sessionless) {
+        (Ok(false), Some(predicate)) => {
             let (parts, body) = req.into_parts();
             let yes = predicate(&parts);
             (Request::from_parts(parts, body), Ok(yes))
         }
+        (decided, _) => (req, decided),
     }
 }
 
@@ -240,7 +242,9 @@ where
             // Closed since the lookup, or stored by a layer clone wrapping another service.
             _ => return ResponseFuture::ready(reject(config, Rejection::SessionNotFound)),
         };
-        req.extensions_mut().insert(entry.info.clone());
+        if config.session_info_extension {
+            req.extensions_mut().insert(entry.info.clone());
+        }
         ResponseFuture::session(service.oneshot(req.map(RequestBody::new)), guard)
     }
 }

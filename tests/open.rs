@@ -201,3 +201,19 @@ async fn factory_failure_is_500_and_stores_nothing() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(status_of(&app, post(&id)).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_session_info_extension_can_be_turned_off_for_routed_requests() {
+    let live = Live::default();
+    let app = SessionLayer::mcp(echo_factory(&live))
+        .session_info_extension(false)
+        .layer(Inner);
+
+    // The opening request still carries it; routed ones do not, yet reach their session.
+    let resp = send(&app, initialize()).await;
+    let id = session_id_of(&resp).unwrap();
+    assert_eq!(body_json(resp).await["seen"], id.as_str());
+    let echo = body_json(send(&app, post(&id)).await).await;
+    assert_eq!(echo["session"], id.as_str());
+    assert!(echo["seen"].is_null(), "{echo}");
+}
