@@ -16,6 +16,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
@@ -37,7 +38,7 @@ pin_project! {
 pin_project! {
     #[project = RequestKindProj]
     enum RequestKind<B> {
-        Peeked { data: Option<Bytes> },
+        Peeked { body: Full<Bytes> },
         Stream { #[pin] body: B },
     }
 }
@@ -54,10 +55,20 @@ impl<B> RequestBody<B> {
     pub fn peeked(data: Bytes) -> Self {
         Self {
             kind: RequestKind::Peeked {
-                data: (!data.is_empty()).then_some(data),
+                body: Full::new(data),
             },
         }
     }
+}
+
+/// Polls a body held in memory, whose error type is `Infallible`, as a body of error `E`.
+fn poll_full<E>(
+    body: &mut Full<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    Pin::new(body)
+        .poll_frame(cx)
+        .map(|frame| frame.map(|result| result.map_err(|never| match never {})))
 }
 
 impl<B> Body for RequestBody<B>
@@ -72,25 +83,21 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            RequestKindProj::Peeked { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
+            RequestKindProj::Peeked { body } => poll_full(body, cx),
             RequestKindProj::Stream { body } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            RequestKind::Peeked { data } => data.is_none(),
+            RequestKind::Peeked { body } => body.is_end_stream(),
             RequestKind::Stream { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            RequestKind::Peeked { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            RequestKind::Peeked { body } => body.size_hint(),
             RequestKind::Stream { body } => body.size_hint(),
         }
     }
@@ -99,9 +106,9 @@ where
 impl<B> fmt::Debug for RequestBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            RequestKind::Peeked { data } => f
+            RequestKind::Peeked { body } => f
                 .debug_struct("RequestBody::Peeked")
-                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .field("len", &body.size_hint().exact())
                 .finish(),
             RequestKind::Stream { .. } => f.debug_struct("RequestBody::Stream").finish(),
         }
@@ -180,7 +187,7 @@ pin_project! {
     #[project = ResponseKindProj]
     enum ResponseKind<B> {
         Inner { #[pin] body: B, guard: Option<SessionGuard>, ended: bool },
-        Rejection { data: Option<Bytes> },
+        Rejection { body: Full<Bytes> },
     }
 }
 
@@ -204,7 +211,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn rejection(data: Bytes) -> Self {
         Self {
             kind: ResponseKind::Rejection {
-                data: (!data.is_empty()).then_some(data),
+                body: Full::new(data),
             },
         }
     }
@@ -222,9 +229,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            ResponseKindProj::Rejection { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
+            ResponseKindProj::Rejection { body } => poll_full(body, cx),
             ResponseKindProj::Inner { body, guard, ended } => {
                 if *ended {
                     return Poll::Ready(None);
@@ -260,7 +265,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResponseKind::Inner { body, ended, .. } => *ended || body.is_end_stream(),
-            ResponseKind::Rejection { data } => data.is_none(),
+            ResponseKind::Rejection { body } => body.is_end_stream(),
         }
     }
 
@@ -268,9 +273,7 @@ where
         match &self.kind {
             ResponseKind::Inner { body, ended, .. } if !*ended => body.size_hint(),
             ResponseKind::Inner { .. } => SizeHint::with_exact(0),
-            ResponseKind::Rejection { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseKind::Rejection { body } => body.size_hint(),
         }
     }
 }
@@ -283,9 +286,9 @@ impl<B> fmt::Debug for ResponseBody<B> {
                 .field("session", &guard.as_ref().map(|g| g.entry().info.id()))
                 .field("ended", ended)
                 .finish(),
-            ResponseKind::Rejection { data } => f
+            ResponseKind::Rejection { body } => f
                 .debug_struct("ResponseBody::Rejection")
-                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .field("len", &body.size_hint().exact())
                 .finish(),
         }
     }

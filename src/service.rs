@@ -224,7 +224,16 @@ where
         };
         let entry = match session_header(config, &req) {
             Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
-            Ok(None) => return self.open(req, principal),
+            Ok(None) => {
+                // Opening a session reads the body and awaits the factory: boxed, off the hot path.
+                let opening = Opening {
+                    inner: self.inner.clone(),
+                    factory: self.factory.clone(),
+                    config: Arc::clone(&self.config),
+                    registry: Arc::clone(&self.registry),
+                };
+                return ResponseFuture::open(Box::pin(opening.run(req, principal)));
+            }
             Ok(Some(id)) if req.method() == Method::DELETE => {
                 return ResponseFuture::ready(self.delete(id, owns));
             }
@@ -270,35 +279,6 @@ impl<S, F> SessionService<S, F> {
         let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
-    }
-
-    /// Opens a session for a request without an id, if the open policy says it opens one.
-    fn open<B, P, R, ResBody>(
-        &self,
-        req: Request<B>,
-        principal: Option<Principal>,
-    ) -> ResponseFuture<P, R, ResBody, S::Error>
-    where
-        S: Service<Req<B>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Error: Send + 'static,
-        F: SessionFactory<S>,
-        F::Service: Service<Req<B>, Response = Response<ResBody>, Error = S::Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <F::Service as Service<Req<B>>>::Future: Send + 'static,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError> + Send,
-        ResBody: Send + 'static,
-    {
-        let opening = Opening {
-            inner: self.inner.clone(),
-            factory: self.factory.clone(),
-            config: Arc::clone(&self.config),
-            registry: Arc::clone(&self.registry),
-        };
-        ResponseFuture::open(Box::pin(opening.run(req, principal)))
     }
 }
 
