@@ -9,6 +9,9 @@
 //! - `full`: `request` + `SessionService::call` (header checks, table lookup, in-flight
 //!   count, per-session service clone, `SessionInfo` into the extensions) + the no-op
 //!   service + dropping the response (which ends the in-flight count).
+//! - `full_no_ext`: `full` through a service of the same layer (same table, same sessions)
+//!   built with `.session_info_extension(false)`: what the opt-out of the `SessionInfo`
+//!   extension saves per request.
 //! - `minimal_router`: `request` + the least a session middleware over a DashMap (the floor's,
 //!   below) can do: read the header, `get` + clone the handle, call the no-op service with the
 //!   request, drop the response. No MCP rules, id validation, in-flight count, expiry or
@@ -73,6 +76,8 @@ type TokioMap = tokio::sync::RwLock<HashMap<Arc<str>, Arc<Handle>>>;
 
 struct Fixture {
     svc: Svc,
+    /// The same layer (a clone shares its table) with `.session_info_extension(false)`.
+    svc_no_ext: Svc,
     /// The ids in access order (a fixed random permutation), each its own allocation laid out
     /// in that order: the header bytes a server just parsed are hot in cache, the table is not.
     order: Vec<Box<str>>,
@@ -89,6 +94,10 @@ impl Fixture {
         let mut svc = tower::Layer::layer(&layer, Noop);
         let (ids, took) = open_sessions(&mut svc, n);
         assert_eq!(layer.sessions().len(), n);
+        // Clones of a layer share its session table; the extension setting is per service.
+        let no_ext = layer.clone().session_info_extension(false);
+        let svc_no_ext = tower::Layer::layer(&no_ext, Noop);
+        assert_eq!(no_ext.sessions().len(), n);
 
         let handle = |id: &str| {
             Arc::new(Handle {
@@ -110,6 +119,7 @@ impl Fixture {
         let order = order.into_iter().map(Box::from).collect();
         let fixture = Self {
             svc,
+            svc_no_ext,
             order,
             floor,
             std_map: StdMap::new(std_map),
@@ -119,8 +129,9 @@ impl Fixture {
         (fixture, took)
     }
 
-    /// Runs `op` `iters` times split over `threads` threads; returns the wall time.
-    fn drive<F>(&self, threads: usize, iters: u64, op: &F) -> Duration
+    /// Runs `op` `iters` times split over `threads` threads, each with its own clone of
+    /// `base`; returns the wall time.
+    fn drive<F>(&self, base: &Svc, threads: usize, iters: u64, op: &F) -> Duration
     where
         F: Fn(&mut Svc, &str) -> usize + Sync,
     {
@@ -137,7 +148,7 @@ impl Fixture {
             self.cursors[t].store(i, Ordering::Relaxed);
         };
         if threads == 1 {
-            let mut svc = self.svc.clone();
+            let mut svc = base.clone();
             let start = Instant::now();
             walk(0, iters, &mut svc);
             return start.elapsed();
@@ -149,7 +160,7 @@ impl Fixture {
                 let count = per_thread + if t == 0 { iters % threads as u64 } else { 0 };
                 let barrier = &barrier;
                 let walk = &walk;
-                let mut svc = self.svc.clone();
+                let mut svc = base.clone();
                 s.spawn(move || {
                     barrier.wait();
                     walk(t, count, &mut svc);
@@ -163,9 +174,10 @@ impl Fixture {
 }
 
 /// The variants, in the order they run and are reported.
-const VARIANTS: [&str; 9] = [
+const VARIANTS: [&str; 10] = [
     "request",
     "full",
+    "full_no_ext",
     "minimal_router",
     "tokio_router",
     "floor_dashmap",
@@ -175,23 +187,31 @@ const VARIANTS: [&str; 9] = [
     "tokio_rwlock_rmcp",
 ];
 
+/// One request of a live session through the service, response dropped (`full`, `full_no_ext`).
+fn full_request(svc: &mut Svc, id: &str) -> usize {
+    let response = block_on(svc.call(session_request(id))).expect("infallible");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "not routed to the session"
+    );
+    black_box(response);
+    0
+}
+
 fn run_variant(fx: &Fixture, name: &str, threads: usize, iters: u64) -> Duration {
     match name {
-        "request" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "request" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                         id: &str|
+         -> usize {
             black_box(session_request(id));
             0
         }),
-        "full" => fx.drive(threads, iters, &|svc: &mut Svc, id: &str| -> usize {
-            let response = block_on(svc.call(session_request(id))).expect("infallible");
-            assert_eq!(
-                response.status(),
-                StatusCode::OK,
-                "not routed to the session"
-            );
-            black_box(response);
-            0
-        }),
-        "minimal_router" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "full" => fx.drive(&fx.svc, threads, iters, &full_request),
+        "full_no_ext" => fx.drive(&fx.svc_no_ext, threads, iters, &full_request),
+        "minimal_router" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                                id: &str|
+         -> usize {
             let req = session_request(id);
             let key = req
                 .headers()
@@ -207,7 +227,9 @@ fn run_variant(fx: &Fixture, name: &str, threads: usize, iters: u64) -> Duration
             black_box(response);
             0
         }),
-        "tokio_router" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "tokio_router" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                              id: &str|
+         -> usize {
             let req = session_request(id);
             let key = req
                 .headers()
@@ -220,12 +242,16 @@ fn run_variant(fx: &Fixture, name: &str, threads: usize, iters: u64) -> Duration
             black_box(response);
             0
         }),
-        "floor_dashmap" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "floor_dashmap" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                               id: &str|
+         -> usize {
             let handle = fx.floor.get(id).map(|e| Arc::clone(e.value()));
             black_box(handle.expect("live id"));
             0
         }),
-        "floor_serial" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "floor_serial" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                              id: &str|
+         -> usize {
             let handle = fx
                 .floor
                 .get(id)
@@ -236,17 +262,23 @@ fn run_variant(fx: &Fixture, name: &str, threads: usize, iters: u64) -> Duration
             // a lot of other work separates two lookups.
             (Arc::as_ptr(&handle) as usize) >> 63
         }),
-        "std_rwlock" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "std_rwlock" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                            id: &str|
+         -> usize {
             let handle = fx.std_map.read().unwrap().get(id).cloned();
             black_box(handle.expect("live id"));
             0
         }),
-        "tokio_rwlock" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "tokio_rwlock" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                              id: &str|
+         -> usize {
             let handle = block_on(fx.tokio_map.read()).get(id).cloned();
             black_box(handle.expect("live id"));
             0
         }),
-        "tokio_rwlock_rmcp" => fx.drive(threads, iters, &|_svc: &mut Svc, id: &str| -> usize {
+        "tokio_rwlock_rmcp" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
+                                                                   id: &str|
+         -> usize {
             assert!(block_on(fx.tokio_map.read()).contains_key(id));
             let handle = block_on(fx.tokio_map.read()).get(id).cloned();
             black_box(handle.expect("live id"));
@@ -398,8 +430,8 @@ fn summarize(
          together, so requests/s = 1e9 / ns), and requests/s in parentheses.\n\n",
     );
     out.push_str(
-        "| sessions | threads | request build | full path | full − build | minimal router (DashMap) | tokio-RwLock router | floor: DashMap get+clone | floor, serialized | std RwLock | tokio RwLock | tokio RwLock ×2 (rmcp) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| sessions | threads | request build | full path | full − build | full path, no SessionInfo extension | minimal router (DashMap) | tokio-RwLock router | floor: DashMap get+clone | floor, serialized | std RwLock | tokio RwLock | tokio RwLock ×2 (rmcp) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for &n in sizes {
         for threads in [1, 2] {
@@ -408,11 +440,12 @@ fn summarize(
             let net = v[idx("full")].zip(v[idx("request")]).map(|(f, r)| f - r);
             let cell = |x: Option<f64>| format!("{} ({})", ns(x), per_sec(x));
             out.push_str(&format!(
-                "| {} | {threads} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {threads} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 label(n),
                 cell(v[idx("request")]),
                 cell(v[idx("full")]),
                 ns(net),
+                cell(v[idx("full_no_ext")]),
                 cell(v[idx("minimal_router")]),
                 cell(v[idx("tokio_router")]),
                 cell(v[idx("floor_dashmap")]),
@@ -430,8 +463,8 @@ fn summarize(
              {rounds} rounds, threads at {} priority; each figure is the median of the per-round \
              ratios. \"vs X\" is the full path's throughput over X's (higher is better for the \
              layer).\n\n\
-             | sessions | threads | (full − build) / floor | (full − build) / serialized floor | full / floor | full / minimal router | vs tokio-RwLock router | vs tokio RwLock | (full − build) vs tokio RwLock | vs rmcp pattern | vs std RwLock | full path (median ns) | request build (median ns) | floor (median ns) | serialized floor (median ns) | tokio RwLock (median ns) |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+             | sessions | threads | (full − build) / floor | (full − build) / serialized floor | full / floor | full / minimal router | vs tokio-RwLock router | vs tokio RwLock | (full − build) vs tokio RwLock | vs rmcp pattern | vs std RwLock | no extension: full / full | no extension: (full − build) / (full − build) | no extension: full / minimal router | no extension: vs tokio-RwLock router | full path (median ns) | no extension (median ns) | request build (median ns) | floor (median ns) | serialized floor (median ns) | tokio RwLock (median ns) |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             priority_label(),
         ));
         let mut readings = String::new();
@@ -459,10 +492,16 @@ fn summarize(
             let net_vs_tokio = r(&|x| x[tokio] / (x[full] - x[req]));
             let vs_rmcp = r(&|x| x[rmcp] / x[full]);
             let vs_std = r(&|x| x[std_rw] / x[full]);
+            let no_ext = idx("full_no_ext");
+            let ne_full = r(&|x| x[no_ext] / x[full]);
+            let ne_net = r(&|x| (x[no_ext] - x[req]) / (x[full] - x[req]));
+            let ne_router = r(&|x| x[no_ext] / x[router]);
+            let ne_vs_tokio_router = r(&|x| x[idx("tokio_router")] / x[no_ext]);
             out.push_str(&format!(
-                "| {} | {threads} | {net_floor:.2}× | {net_serial:.2}× | {full_floor:.2}× | {full_router:.2}× | {vs_tokio_router:.2}× | {vs_tokio:.2}× | {net_vs_tokio:.2}× | {vs_rmcp:.2}× | {vs_std:.2}× | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                "| {} | {threads} | {net_floor:.2}× | {net_serial:.2}× | {full_floor:.2}× | {full_router:.2}× | {vs_tokio_router:.2}× | {vs_tokio:.2}× | {net_vs_tokio:.2}× | {vs_rmcp:.2}× | {vs_std:.2}× | {ne_full:.3}× | {ne_net:.3}× | {ne_router:.2}× | {ne_vs_tokio_router:.2}× | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
                 label(*n),
                 r(&|x| x[full]),
+                r(&|x| x[no_ext]),
                 r(&|x| x[req]),
                 r(&|x| x[floor]),
                 r(&|x| x[serial]),
@@ -473,7 +512,8 @@ fn summarize(
                  {net_serial:.1}× the serialized floor (target ≤ 1.5×: {}); the full path takes {full_router:.2}× the time of a minimal DashMap router; \
                  its throughput is {vs_tokio_router:.2}× a tokio-RwLock router's (same request work), \
                  {vs_tokio:.2}× the bare tokio-RwLock lookup's ({net_vs_tokio:.2}× without the request build; \
-                 {vs_rmcp:.2}× rmcp's two-lock pattern){}\n",
+                 {vs_rmcp:.2}× rmcp's two-lock pattern){}; without the `SessionInfo` extension the full path takes \
+                 {ne_full:.3}× the time ({:+.1}%), the layer's own cost {ne_net:.3}× ({:+.1}%), {ne_router:.2}× a minimal DashMap router\n",
                 label(*n),
                 if *threads == 1 { "" } else { "s" },
                 if net_floor <= 1.5 {
@@ -490,6 +530,8 @@ fn summarize(
                 } else {
                     String::new()
                 },
+                100.0 * (ne_full - 1.0),
+                100.0 * (ne_net - 1.0),
             ));
         }
         out.push('\n');

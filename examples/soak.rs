@@ -20,16 +20,13 @@
 //! Two figures are printed: the heap in use (exact, from a counting global allocator) and the
 //! RSS. Freed memory goes back to the allocator, which keeps pages for reuse rather than
 //! returning them to the OS, so RSS stays near its peak; the heap shows what is really held.
-//! After each wave it falls back to the baseline plus the table's bucket capacity for the
-//! peak (the shards of the table keep their capacity, as `HashMap`s do; about 16 MiB for a
-//! peak of 200,000 sessions, reached by the fourth wave and flat from then on); dropping the
-//! layer at the end returns that too. Together with the count of live per-session services,
-//! 0 after every wave, that shows nothing leaks. The run stops itself after 10 minutes
-//! whatever the wave count.
+//! After each wave it falls back to the baseline: the sweep that empties the table also
+//! shrinks it. Together with the count of live per-session services, 0 after every wave, that
+//! shows nothing leaks. The run stops itself after 10 minutes whatever the wave count.
 //!
-//! Measured on 2 cores (AMD EPYC), release, 5 x 200,000: heap 0.58 MiB at baseline, 51-59 MiB
-//! with a wave open, 8.3 / 9.2 / 15.5 / 16.6 / 16.6 MiB after waves 1-5, 0.05 MiB with the
-//! layer dropped; RSS 6.2 MiB at baseline, 76.7 MiB at the end; 0.5 s to open a wave.
+//! Measured on 2 cores (AMD EPYC), release, 5 x 200,000: heap 0.08 MiB at baseline, 51.1 MiB
+//! with a wave open, 0.08 MiB after each wave, 0.05 MiB with the layer dropped; RSS 6.3 MiB at
+//! baseline, 68.5 MiB at the end (glibc keeps freed pages); 0.5 s to open a wave.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
@@ -270,13 +267,13 @@ async fn soak(waves: usize, per_wave: usize) {
         assert_eq!(live_after, 0, "per-session services left after the sweep");
     }
     let last = afters.last().copied().unwrap_or(baseline);
-    // What stays after a wave is the table's capacity for the peak (the shards keep their
-    // buckets); dropping the layer gives it back.
+    // What stays after a wave (nothing but the baseline, since the sweep shrinks the table);
+    // dropping the layer gives back the rest.
     drop(svc);
     drop(sessions);
     let dropped = heap_mib();
     println!(
-        "total: {total} sessions opened and expired in {:.1} s; heap baseline {:.2} MiB -> after the last wave {:.2} MiB ({:+.2} MiB, the table's capacity) -> {:.2} MiB with the layer dropped; RSS baseline {:.1} MiB -> {:.1} MiB",
+        "total: {total} sessions opened and expired in {:.1} s; heap baseline {:.2} MiB -> after the last wave {:.2} MiB ({:+.2} MiB) -> {:.2} MiB with the layer dropped; RSS baseline {:.1} MiB -> {:.1} MiB",
         started.elapsed().as_secs_f64(),
         baseline.0,
         last.0,

@@ -72,7 +72,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | no session header, opens a session (MCP: POST `initialize`) | the per-session service's response; if 2xx, the session is stored and the response carries `Mcp-Session-Id` |
+//! | no session header, opens a session (MCP: POST `initialize`) | the per-session service's response; if 2xx (or what [`keep_session_if`](SessionLayer::keep_session_if) says), the session is stored and the response carries `Mcp-Session-Id` |
 //! | no session header, does not open one | 400, JSON-RPC -32000 |
 //! | header repeated, empty, over 255 bytes or not visible ASCII | 400, JSON-RPC -32000 |
 //! | id unknown, expired, closed, or of another principal | 404, JSON-RPC -32001 `Session not found` |
@@ -93,7 +93,8 @@
 //! request and no lock is held across an `.await`. A response body of a session (an SSE
 //! stream, say) keeps the session busy, so it does not expire while the body is open; closing
 //! the session (DELETE, expiry, [`Sessions::close`], [`Sessions::shutdown`]) ends such bodies
-//! at once and drops the per-session service when the last in-flight request finishes.
+//! at once (a complete answer of known length is still delivered whole) and drops the
+//! per-session service when the last in-flight request finishes.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
