@@ -8,22 +8,15 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use tower::Layer;
-use tower_mcp_session::{CloseReason, SessionLayer};
+use tower_mcp_session::CloseReason;
 
 const IDLE: Duration = Duration::from_secs(60);
 
 #[tokio::test(start_paused = true)]
 async fn a_thousand_cycles_leave_nothing_behind() {
     const CYCLES: usize = 1000;
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .max_sessions(8)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.idle_timeout(IDLE).max_sessions(8));
     let mut seen = HashSet::new();
     let mut refused = 0;
 
@@ -104,11 +97,7 @@ async fn a_thousand_cycles_leave_nothing_behind() {
 async fn racing_requests_and_deletes_get_well_defined_answers_and_leak_nothing() {
     const WORKERS: usize = 4;
     const CYCLES: usize = 100;
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(|layer| layer);
 
     let workers = (0..WORKERS).map(|_| {
         let app = app.clone();

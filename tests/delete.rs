@@ -9,16 +9,11 @@ use common::*;
 use futures_util::FutureExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use tower::Layer;
-use tower_mcp_session::{CloseReason, SessionLayer};
+use tower_mcp_session::CloseReason;
 
 #[tokio::test]
 async fn delete_closes_the_session() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(|layer| layer);
     let id = open(&app).await;
     let other = open(&app).await;
 
@@ -45,11 +40,7 @@ async fn delete_closes_the_session() {
 
 #[tokio::test]
 async fn delete_of_an_unknown_id_is_404_not_202() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, closed, sessions, app) = Fixture::mcp(|layer| layer);
     let id = open(&app).await;
     for unknown in ["3f1c2b4a-0000-4000-8000-000000000000", "never-issued"] {
         assert_not_found(send(&app, delete(unknown)).await).await;
@@ -60,11 +51,7 @@ async fn delete_of_an_unknown_id_is_404_not_202() {
 
 #[tokio::test]
 async fn delete_ends_an_open_stream_and_drops_the_service_with_the_body() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(|layer| layer);
     let id = open(&app).await;
     let other = open(&app).await;
 
@@ -113,10 +100,7 @@ async fn delete_ends_an_open_stream_and_drops_the_service_with_the_body() {
 
 #[tokio::test]
 async fn delete_wakes_a_reader_waiting_on_the_stream() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, _, app) = Fixture::mcp(|layer| layer);
     let id = open(&app).await;
 
     let resp = send(&app, get_stream(&id)).await;
@@ -150,10 +134,7 @@ async fn delete_wakes_a_reader_waiting_on_the_stream() {
 async fn delete_while_a_request_is_in_flight_answers_both() {
     // The in-flight request's response was already produced when DELETE arrives: it is
     // delivered; everything after the DELETE gets 404; the service goes with the last body.
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer);
     let id = open(&app).await;
 
     let in_flight = send(&app, post(&id)).await;
@@ -172,8 +153,7 @@ async fn delete_while_a_request_is_in_flight_answers_both() {
 /// session's service had already produced in full when DELETE arrived is delivered whole.
 #[tokio::test]
 async fn a_body_cut_by_delete_honours_its_size_hint() {
-    let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let Fixture(_, _, _, app) = Fixture::mcp_unhooked(|layer| layer);
     let id = open(&app).await;
 
     let answer = send(&app, post(&id)).await;

@@ -24,14 +24,8 @@ const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[tokio::test(start_paused = true)]
 async fn an_unused_session_expires_on_lookup_without_the_sweeper() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .sweep_interval(NEVER)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.idle_timeout(IDLE).sweep_interval(NEVER));
     let id = open(&app).await;
 
     advance(IDLE - SECOND).await;
@@ -57,14 +51,8 @@ async fn an_unused_session_expires_on_lookup_without_the_sweeper() {
 
 #[tokio::test(start_paused = true)]
 async fn sessions_handle_lookups_also_expire() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .sweep_interval(NEVER)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.idle_timeout(IDLE).sweep_interval(NEVER));
     let id = open(&app).await;
     advance(IDLE + SECOND).await;
     assert!(sessions.get(&id).is_none());
@@ -75,14 +63,8 @@ async fn sessions_handle_lookups_also_expire() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_inside_the_timeout_keep_the_session_alive() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .sweep_interval(5 * SECOND)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.idle_timeout(IDLE).sweep_interval(5 * SECOND));
     let id = open(&app).await;
 
     // Ten requests 50 s apart: 500 s in all, far past the 60 s timeout.
@@ -103,14 +85,8 @@ async fn requests_inside_the_timeout_keep_the_session_alive() {
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_alone_reclaims_abandoned_sessions() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .sweep_interval(5 * SECOND)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.idle_timeout(IDLE).sweep_interval(5 * SECOND));
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(open(&app).await);
@@ -137,14 +113,8 @@ async fn the_sweeper_alone_reclaims_abandoned_sessions() {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_response_body_keeps_its_session_from_expiring() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .sweep_interval(5 * SECOND)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.idle_timeout(IDLE).sweep_interval(5 * SECOND));
     let id = open(&app).await;
 
     let mut body = send(&app, get_stream(&id)).await.into_body();
@@ -177,12 +147,8 @@ async fn an_open_response_body_keeps_its_session_from_expiring() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unread_response_keeps_its_session_busy_too() {
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .idle_timeout(IDLE)
-        .sweep_interval(NEVER);
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, _, sessions, app) =
+        Fixture::mcp_unhooked(|layer| layer.idle_timeout(IDLE).sweep_interval(NEVER));
     let id = open(&app).await;
     // The response has arrived but its body is not read yet.
     let pending = send(&app, post(&id)).await;
@@ -266,10 +232,7 @@ async fn a_panicking_close_hook_does_not_break_a_request() {
 
 #[tokio::test(start_paused = true)]
 async fn the_default_idle_timeout_is_30_minutes() {
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer);
     let a = open(&app).await;
     let b = open(&app).await;
     advance(Duration::from_secs(29 * 60)).await;
@@ -281,10 +244,7 @@ async fn the_default_idle_timeout_is_30_minutes() {
 
 #[tokio::test(start_paused = true)]
 async fn without_idle_timeout_sessions_never_expire() {
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).without_idle_timeout();
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer.without_idle_timeout());
     let id = open(&app).await;
     sleep(Duration::from_secs(90 * 24 * 3600)).await;
     assert_eq!(sessions.sweep(), 0);

@@ -15,8 +15,7 @@ use tower_mcp_session::{SessionInfo, SessionLayer};
 
 #[tokio::test]
 async fn two_sessions_have_independent_services() {
-    let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let Fixture(live, _, _, app) = Fixture::mcp_unhooked(|layer| layer);
     let a = open(&app).await;
     let b = open(&app).await;
     assert_ne!(a, b);
@@ -40,8 +39,7 @@ async fn two_sessions_have_independent_services() {
 async fn many_sessions_under_concurrent_traffic_stay_apart() {
     const SESSIONS: usize = 40;
     const ROUNDS: usize = 10;
-    let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let Fixture(live, _, _, app) = Fixture::mcp_unhooked(|layer| layer);
     let ids = join_all((0..SESSIONS).map(|_| open(&app))).await;
 
     // Every session gets ROUNDS requests, all in flight at once, interleaved across sessions.
@@ -117,8 +115,7 @@ async fn requests_of_one_session_run_concurrently() {
 
 #[tokio::test]
 async fn a_post_is_served_while_a_stream_of_the_same_session_is_open() {
-    let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let Fixture(_, _, _, app) = Fixture::mcp_unhooked(|layer| layer);
     let id = open(&app).await;
     let other = open(&app).await;
 

@@ -10,20 +10,13 @@ use futures_util::FutureExt;
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::time::advance;
-use tower::Layer;
-use tower_mcp_session::{CloseReason, SessionLayer};
+use tower_mcp_session::CloseReason;
 
 const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn the_session_past_the_limit_gets_503_until_one_closes() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .max_sessions(3)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(|layer| layer.max_sessions(3));
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(open(&app).await);
@@ -66,10 +59,7 @@ async fn the_session_past_the_limit_gets_503_until_one_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_opens_never_exceed_the_limit() {
     const MAX: usize = 10;
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).max_sessions(MAX);
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer.max_sessions(MAX));
     let tasks = (0..60).map(|_| {
         let app = app.clone();
         tokio::spawn(async move { status_of(&app, initialize()).await })
@@ -91,14 +81,8 @@ async fn concurrent_opens_never_exceed_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn evict_idlest_closes_the_session_idle_the_longest() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .max_sessions(3)
-        .evict_idlest(true)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.max_sessions(3).evict_idlest(true));
     let a = open(&app).await;
     advance(SECOND).await;
     let b = open(&app).await;
@@ -125,14 +109,8 @@ async fn evict_idlest_closes_the_session_idle_the_longest() {
 
 #[tokio::test(start_paused = true)]
 async fn evict_idlest_never_evicts_a_session_with_a_request_in_flight() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .max_sessions(2)
-        .evict_idlest(true)
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.max_sessions(2).evict_idlest(true));
 
     // A is the idlest by its clock (used first) but has an open stream.
     let a = open(&app).await;

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use http::{Request, StatusCode};
-use tower::Layer;
-use tower_mcp_session::{CloseReason, Principal, SessionInfo, SessionLayer};
+use tower_mcp_session::{CloseReason, Principal, SessionLayer};
 
 /// What an authentication layer in front of the session layer would insert.
 #[derive(Clone)]
@@ -19,14 +18,9 @@ fn as_user(mut req: Request<ReqBody>, user: &'static str) -> Request<ReqBody> {
     req
 }
 
-fn layer(
-    live: &Live,
-    closed: &Closed,
-) -> SessionLayer<impl Fn(SessionInfo, Inner) -> EchoFuture + Clone + Send + Sync + 'static + use<>>
-{
-    SessionLayer::mcp(echo_factory(live))
-        .principal(|parts| parts.extensions.get::<User>().map(|u| Principal::from(u.0)))
-        .on_close(closed.hook())
+/// Binds each session to the [`User`] of its opening request.
+fn by_user(layer: SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory> {
+    layer.principal(|parts| parts.extensions.get::<User>().map(|u| Principal::from(u.0)))
 }
 
 async fn open_as<S>(app: &S, user: &'static str) -> String
@@ -53,10 +47,7 @@ async fn parts_of(resp: Resp) -> (StatusCode, http::HeaderMap, String) {
 
 #[tokio::test]
 async fn the_same_principal_is_routed() {
-    let (live, closed) = (Live::default(), Closed::default());
-    let layer = layer(&live, &closed);
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, _, sessions, app) = Fixture::mcp(by_user);
     let id = open_as(&app, "alice").await;
     assert_eq!(
         sessions.get(&id).unwrap().principal(),
@@ -70,10 +61,7 @@ async fn the_same_principal_is_routed() {
 
 #[tokio::test]
 async fn another_or_no_principal_gets_the_404_of_an_unknown_id() {
-    let (live, closed) = (Live::default(), Closed::default());
-    let layer = layer(&live, &closed);
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, closed, sessions, app) = Fixture::mcp(by_user);
     let id = open_as(&app, "alice").await;
     let unknown = "6d9c1f0e-2b3a-4c5d-8e7f-001122334455";
 
@@ -101,10 +89,7 @@ async fn another_or_no_principal_gets_the_404_of_an_unknown_id() {
 
 #[tokio::test]
 async fn delete_by_another_principal_is_404_and_the_session_survives() {
-    let (live, closed) = (Live::default(), Closed::default());
-    let layer = layer(&live, &closed);
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(by_user);
     let id = open_as(&app, "alice").await;
 
     let foreign = parts_of(send(&app, as_user(delete(&id), "mallory")).await).await;
@@ -131,8 +116,7 @@ async fn delete_by_another_principal_is_404_and_the_session_survives() {
 
 #[tokio::test]
 async fn two_principals_each_keep_their_own_session() {
-    let (live, closed) = (Live::default(), Closed::default());
-    let app = layer(&live, &closed).layer(Inner);
+    let Fixture(_, _, _, app) = Fixture::mcp(by_user);
     let alice = open_as(&app, "alice").await;
     let bob = open_as(&app, "bob").await;
     assert_not_found(send(&app, as_user(post(&alice), "bob")).await).await;
@@ -150,12 +134,11 @@ async fn two_principals_each_keep_their_own_session() {
 #[tokio::test(start_paused = true)]
 async fn a_foreign_principal_does_not_keep_a_session_alive() {
     const IDLE: Duration = Duration::from_secs(60);
-    let (live, closed) = (Live::default(), Closed::default());
-    let layer = layer(&live, &closed)
-        .idle_timeout(IDLE)
-        .sweep_interval(Duration::from_secs(3600));
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, closed, sessions, app) = Fixture::mcp(|layer| {
+        by_user(layer)
+            .idle_timeout(IDLE)
+            .sweep_interval(Duration::from_secs(3600))
+    });
     let id = open_as(&app, "alice").await;
 
     tokio::time::advance(Duration::from_secs(40)).await;

@@ -23,10 +23,7 @@ fn with_session_header(mut req: Request<ReqBody>, value: HeaderValue) -> Request
 
 #[tokio::test]
 async fn modern_versions_go_to_the_inner_service_without_a_session() {
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer);
 
     for version in ["2026-07-28", "2026-12-01", "2030-01-01"] {
         // initialize: no session is opened, no id minted or echoed.
@@ -61,11 +58,7 @@ async fn modern_versions_go_to_the_inner_service_without_a_session() {
 
 #[tokio::test]
 async fn a_session_id_on_a_modern_request_is_ignored() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(_, closed, sessions, app) = Fixture::mcp(|layer| layer);
     let id = open(&app).await;
 
     let values = [
@@ -131,10 +124,7 @@ async fn a_malformed_protocol_version_gets_400() {
 
 #[tokio::test]
 async fn session_versions_are_routed_as_usual() {
-    let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer);
 
     for version in ["2025-11-25", "2025-06-18", "2025-03-26", "2026-07-27"] {
         let resp = send(&app, with_version(initialize(), version)).await;
@@ -172,13 +162,8 @@ fn get_without_id() -> Request<ReqBody> {
 
 #[tokio::test]
 async fn the_sessionless_predicate_routes_to_the_inner_service() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live))
-        .sessionless(|parts| parts.uri.path() == "/health")
-        .on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.sessionless(|parts| parts.uri.path() == "/health"));
     let id = open(&app).await;
 
     let health = |method: Method, id: Option<&str>| {

@@ -17,11 +17,7 @@ use tower_mcp_session::{CloseReason, SessionInfo, SessionLayer};
 
 #[tokio::test]
 async fn shutdown_closes_everything_and_refuses_new_sessions() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(|layer| layer);
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(open(&app).await);
@@ -71,11 +67,7 @@ async fn shutdown_closes_everything_and_refuses_new_sessions() {
 
 #[tokio::test]
 async fn close_closes_one_session() {
-    let live = Live::default();
-    let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
-    let sessions = layer.sessions();
-    let app = layer.layer(Inner);
+    let Fixture(live, closed, sessions, app) = Fixture::mcp(|layer| layer);
     let id = open(&app).await;
     let other = open(&app).await;
     let mut stream = send(&app, get_stream(&id)).await.into_body();

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: request builders, an `initialize` body, a
 //! per-session echo service with its own counter, a counter of live per-session services,
-//! a recorder for the close hook and body readers.
+//! a recorder for the close hook, body readers and [`Fixture`], the usual layer setup.
 //!
 //! Every test file uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -20,8 +20,11 @@ use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{Value, json};
-use tower::{Service, ServiceExt};
-use tower_mcp_session::{CloseReason, RequestBody, ResponseBody, SessionId, SessionInfo};
+use tower::{Layer, Service, ServiceExt};
+use tower_mcp_session::{
+    CloseReason, RequestBody, ResponseBody, SessionFactory, SessionId, SessionInfo, SessionLayer,
+    SessionService, Sessions,
+};
 
 /// The request body the layer is given.
 pub type ReqBody = Full<Bytes>;
@@ -394,12 +397,67 @@ impl Service<Request<Body>> for Inner {
 /// The future of [`echo_factory`].
 pub type EchoFuture = std::future::Ready<Result<Echo, Infallible>>;
 
+/// A session factory building one [`Echo`] per session, counted by its [`Live`].
+#[derive(Clone)]
+pub struct EchoFactory {
+    live: Live,
+}
+
+impl<S> SessionFactory<S> for EchoFactory {
+    type Service = Echo;
+    type Error = Infallible;
+    type Future = EchoFuture;
+
+    fn make_session(&self, info: SessionInfo, _inner: S) -> EchoFuture {
+        std::future::ready(Ok(Echo::new(info, &self.live)))
+    }
+}
+
 /// A session factory building one [`Echo`] per session, counted by `live`.
-pub fn echo_factory<S>(
-    live: &Live,
-) -> impl Fn(SessionInfo, S) -> EchoFuture + Clone + Send + Sync + 'static + use<S> {
-    let live = live.clone();
-    move |info, _inner| std::future::ready(Ok(Echo::new(info, &live)))
+pub fn echo_factory(live: &Live) -> EchoFactory {
+    EchoFactory { live: live.clone() }
+}
+
+/// The usual test setup, destructured as `let Fixture(live, closed, sessions, app) = ..`:
+/// the [`Live`] counter of an MCP layer over [`echo_factory`], the [`Closed`] recorder of its
+/// close hook, its session table and the service it builds over [`Inner`].
+pub struct Fixture(
+    pub Live,
+    pub Closed,
+    pub Sessions,
+    pub SessionService<Inner, EchoFactory>,
+);
+
+impl Fixture {
+    /// `SessionLayer::mcp(echo_factory(&live))`, then `configure`, then
+    /// `on_close(closed.hook())` (which replaces any hook `configure` set).
+    pub fn mcp(
+        configure: impl FnOnce(SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory>,
+    ) -> Self {
+        Self::build(configure, true)
+    }
+
+    /// As [`mcp`](Self::mcp) without a close hook: `closed` stays empty.
+    pub fn mcp_unhooked(
+        configure: impl FnOnce(SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory>,
+    ) -> Self {
+        Self::build(configure, false)
+    }
+
+    fn build(
+        configure: impl FnOnce(SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory>,
+        hooked: bool,
+    ) -> Self {
+        let live = Live::default();
+        let closed = Closed::default();
+        let mut layer = configure(SessionLayer::mcp(echo_factory(&live)));
+        if hooked {
+            layer = layer.on_close(closed.hook());
+        }
+        let sessions = layer.sessions();
+        let app = layer.layer(Inner);
+        Self(live, closed, sessions, app)
+    }
 }
 
 /// Records every call of the close hook.
