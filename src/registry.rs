@@ -187,30 +187,28 @@ impl Registry {
         id: &str,
         accept: impl FnOnce(&DynEntry) -> bool,
     ) -> Option<Arc<DynEntry>> {
-        let now = self.now();
-        let idle = self.settings.idle_timeout_ms();
-        {
-            let entry = self.table.get(id)?;
-            if !entry.is_expired(now, idle) {
-                if !accept(entry.value()) {
-                    return None;
-                }
+        self.find(id, |entry, now| {
+            accept(entry).then(|| {
                 entry.begin(now);
-                return Some(Arc::clone(entry.value()));
-            }
-        }
-        self.expire(id);
-        None
+                Arc::clone(entry)
+            })
+        })
     }
 
     /// Looks a session up without counting a request; `None` if unknown or expired.
     pub(crate) fn get(&self, id: &str) -> Option<Arc<DynEntry>> {
+        self.find(id, |entry, _| Some(Arc::clone(entry)))
+    }
+
+    /// Runs `live` on session `id` under its shard's read lock if it is live; an expired
+    /// session is closed instead (expiry does not wait for the sweeper).
+    fn find<T>(&self, id: &str, live: impl FnOnce(&Arc<DynEntry>, u64) -> Option<T>) -> Option<T> {
         let now = self.now();
         let idle = self.settings.idle_timeout_ms();
         {
             let entry = self.table.get(id)?;
             if !entry.is_expired(now, idle) {
-                return Some(Arc::clone(entry.value()));
+                return live(entry.value(), now);
             }
         }
         self.expire(id);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -136,15 +137,18 @@ fn session_header<'a, B>(
     Ok(std::str::from_utf8(bytes).ok())
 }
 
+/// Runs `f` on the request's parts; predicates and extractors see `Parts`, not the body.
+fn with_parts<B, T>(req: Request<B>, f: impl FnOnce(&Parts) -> T) -> (Request<B>, T) {
+    let (parts, body) = req.into_parts();
+    let out = f(&parts);
+    (Request::from_parts(parts, body), out)
+}
+
 /// The principal of a request, when an extractor is configured.
 fn principal_of<B>(config: &Config, req: Request<B>) -> (Request<B>, Option<Principal>) {
     match &config.principal {
         None => (req, None),
-        Some(extract) => {
-            let (parts, body) = req.into_parts();
-            let principal = extract(&parts);
-            (Request::from_parts(parts, body), principal)
-        }
+        Some(extract) => with_parts(req, |parts| extract(parts)),
     }
 }
 
@@ -159,9 +163,8 @@ fn sessionless<B>(config: &Config, req: Request<B>) -> (Request<B>, Result<bool,
     };
     match (by_version, &config.sessionless) {
         (Ok(false), Some(predicate)) => {
-            let (parts, body) = req.into_parts();
-            let yes = predicate(&parts);
-            (Request::from_parts(parts, body), Ok(yes))
+            let (req, yes) = with_parts(req, |parts| predicate(parts));
+            (req, Ok(yes))
         }
         (decided, _) => (req, decided),
     }
@@ -405,7 +408,7 @@ impl<S, F> Opening<S, F> {
 /// Reads the body of a request without an id and checks it is an `initialize` request.
 async fn peek_initialize<B>(
     config: &Config,
-    parts: &http::request::Parts,
+    parts: &Parts,
     body: B,
 ) -> Result<Bytes, Rejection>
 where
