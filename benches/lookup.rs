@@ -60,15 +60,6 @@ use criterion::{Criterion, Throughput};
 use dashmap::DashMap;
 use http::StatusCode;
 use tower::{Service, ServiceExt};
-use tower_mcp_session::mcp::MCP_SESSION_ID;
-
-/// What the baselines store per session: a cloneable handle holding the session's service and
-/// id, as rmcp's `LocalSessionHandle` holds its channel and id.
-#[allow(dead_code)]
-struct Handle {
-    service: Noop,
-    id: Arc<str>,
-}
 
 type Floor = DashMap<Arc<str>, Arc<Handle>, foldhash::fast::RandomState>;
 type StdMap = std::sync::RwLock<HashMap<Arc<str>, Arc<Handle>>>;
@@ -99,12 +90,7 @@ impl Fixture {
         let svc_no_ext = tower::Layer::layer(&no_ext, Noop);
         assert_eq!(no_ext.sessions().len(), n);
 
-        let handle = |id: &str| {
-            Arc::new(Handle {
-                service: Noop,
-                id: Arc::from(id),
-            })
-        };
+        let handle = |id: &str| Handle::new(id).1;
         let floor = Floor::with_hasher_and_shard_amount(Default::default(), 256);
         let mut std_map = HashMap::new();
         let mut tokio_map = HashMap::new();
@@ -213,34 +199,15 @@ fn run_variant(fx: &Fixture, name: &str, threads: usize, iters: u64) -> Duration
                                                                 id: &str|
          -> usize {
             let req = session_request(id);
-            let key = req
-                .headers()
-                .get(&MCP_SESSION_ID)
-                .and_then(|v| v.to_str().ok());
-            let handle = fx
-                .floor
-                .get(key.expect("id"))
-                .map(|e| Arc::clone(e.value()));
-            let service = handle.expect("live id").service;
-            let response = block_on(service.oneshot(req)).expect("infallible");
-            assert_eq!(response.status(), StatusCode::OK);
-            black_box(response);
-            0
+            let handle = fx.floor.get(header_id(&req)).map(|e| Arc::clone(e.value()));
+            serve(handle, req)
         }),
         "tokio_router" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
                                                               id: &str|
          -> usize {
             let req = session_request(id);
-            let key = req
-                .headers()
-                .get(&MCP_SESSION_ID)
-                .and_then(|v| v.to_str().ok());
-            let handle = block_on(fx.tokio_map.read()).get(key.expect("id")).cloned();
-            let service = handle.expect("live id").service;
-            let response = block_on(service.oneshot(req)).expect("infallible");
-            assert_eq!(response.status(), StatusCode::OK);
-            black_box(response);
-            0
+            let handle = block_on(fx.tokio_map.read()).get(header_id(&req)).cloned();
+            serve(handle, req)
         }),
         "floor_dashmap" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
                                                                id: &str|
@@ -333,14 +300,23 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// What the minimal routers do once they found the handle: call its service, check the answer.
+fn serve(
+    handle: Option<Arc<Handle>>,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> usize {
+    let service = handle.expect("live id").service;
+    let response = block_on(service.oneshot(req)).expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    black_box(response);
+    0
+}
+
 fn main() {
     let since = SystemTime::now();
     // A real server runs inside tokio: the layer starts its sweeper once and then only checks
     // a flag. The runtime is never driven, so the sweeper never runs during the bench.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio_context();
     let _enter = runtime.enter();
 
     let sizes: Vec<usize> = std::env::var("LOOKUP_SIZES")

@@ -105,13 +105,6 @@ fn snapshot() -> Snapshot {
     }
 }
 
-/// What the baselines store per session (see `benches/lookup.rs`).
-#[allow(dead_code)]
-struct Handle {
-    service: Noop,
-    id: Arc<str>,
-}
-
 /// Runs one measurement in this process; prints `bytes chunks blocks rss` per session.
 fn child(variant: &str, n: usize) {
     let (before, after) = match variant {
@@ -135,11 +128,7 @@ fn child(variant: &str, n: usize) {
                 DashMap::with_hasher_and_shard_amount(Default::default(), 256);
             let before = snapshot();
             for _ in 0..n {
-                let id: Arc<str> = Arc::from(UuidV4.make_session_id().as_str());
-                let handle = Arc::new(Handle {
-                    service: Noop,
-                    id: Arc::clone(&id),
-                });
+                let (id, handle) = Handle::new(&UuidV4.make_session_id());
                 map.insert(id, handle);
             }
             let after = snapshot();
@@ -150,11 +139,7 @@ fn child(variant: &str, n: usize) {
             let mut map: HashMap<Arc<str>, Arc<Handle>> = HashMap::new();
             let before = snapshot();
             for _ in 0..n {
-                let id: Arc<str> = Arc::from(UuidV4.make_session_id().as_str());
-                let handle = Arc::new(Handle {
-                    service: Noop,
-                    id: Arc::clone(&id),
-                });
+                let (id, handle) = Handle::new(&UuidV4.make_session_id());
                 map.insert(id, handle);
             }
             let after = snapshot();

@@ -27,10 +27,7 @@ use tower_mcp_session::{MakeSessionId, SessionId, UuidV4};
 fn main() {
     let since = SystemTime::now();
     // Inside tokio, as on a server: the layer starts its (never driven) sweeper once per table.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio_context();
     let _enter = runtime.enter();
 
     let mut c = criterion();

@@ -406,11 +406,7 @@ impl<S, F> Opening<S, F> {
 }
 
 /// Reads the body of a request without an id and checks it is an `initialize` request.
-async fn peek_initialize<B>(
-    config: &Config,
-    parts: &Parts,
-    body: B,
-) -> Result<Bytes, Rejection>
+async fn peek_initialize<B>(config: &Config, parts: &Parts, body: B) -> Result<Bytes, Rejection>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,

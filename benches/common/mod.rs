@@ -368,3 +368,39 @@ pub fn priority_label() -> &'static str {
         _ => "normal",
     }
 }
+
+/// What the baselines store per session: a cloneable handle holding the session's service and
+/// id, as rmcp's `LocalSessionHandle` holds its channel and id.
+pub struct Handle {
+    pub service: Noop,
+    pub id: std::sync::Arc<str>,
+}
+
+impl Handle {
+    /// A handle for `id`, with the key that shares its allocation.
+    pub fn new(id: &str) -> (std::sync::Arc<str>, std::sync::Arc<Handle>) {
+        let id: std::sync::Arc<str> = std::sync::Arc::from(id);
+        let handle = std::sync::Arc::new(Handle {
+            service: Noop,
+            id: std::sync::Arc::clone(&id),
+        });
+        (id, handle)
+    }
+}
+
+/// A current-thread tokio runtime to enter (never driven): inside tokio, as on a server, the
+/// layer starts its sweeper once per table and then only checks a flag.
+pub fn tokio_context() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The session id header of a request, as a router reads it.
+pub fn header_id<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(&MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .expect("session id header")
+}
