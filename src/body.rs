@@ -3,15 +3,19 @@
 //! - [`RequestBody`] is what the inner and per-session services receive: either the bytes the
 //!   layer already read to decide whether a request opens a session (only requests without a
 //!   session id are read, and only up to the peek limit), or the original body, untouched.
-//! - [`ResponseBody`] is what the layer returns: a service's body, or a rejection built by the
-//!   layer. A response of a session carries the session's in-flight guard: while the body is
-//!   alive (an open SSE stream, say) the session is busy and does not expire, and when the
-//!   session is closed the body ends at its next poll, woken at once if it is waiting.
+//! - [`ResponseBody`] is what the layer returns: the per-session service's body `B`, the inner
+//!   service's body `I` (the two may differ: an axum `Router` inner beside an rmcp per-session
+//!   service, say), or a small body built by the layer. A response of a session carries the
+//!   session's in-flight guard: while the body is alive (an open SSE stream, say) the session
+//!   is busy and does not expire, and when the session is closed the body ends at its next
+//!   poll, woken at once if it is waiting. `Default` is an empty body, as tower-http's
+//!   `Timeout` needs.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -22,6 +26,9 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
 use crate::registry::DynEntry;
+
+/// The error of [`ResponseBody`]: either service body's error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// The request body handed to the inner and per-session services.
@@ -52,7 +59,7 @@ impl<B> RequestBody<B> {
     }
 
     /// A body replaying bytes already read from the client.
-    pub fn peeked(data: Bytes) -> Self {
+    pub(crate) fn peeked(data: Bytes) -> Self {
         Self {
             kind: RequestKind::Peeked {
                 body: Full::new(data),
@@ -156,7 +163,10 @@ impl SessionGuard {
             .closed
             .get_or_insert_with(|| Box::pin(entry.close_notify().notified_owned()));
         // `notify_waiters` reaches every future created before it, so checking the flag after
-        // creating the future cannot miss a close.
+        // creating the future cannot miss a close, provided the check sees the closer's store
+        // or the closer sees our `Notify`: the SeqCst fence here pairs with the one in
+        // `Entry::mark_closed` (a store-buffering handshake; see there).
+        fence(Ordering::SeqCst);
         if entry.is_closed() {
             return Poll::Ready(());
         }
@@ -166,7 +176,9 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let now = self.waited.then(|| self.epoch.elapsed().as_millis() as u64);
+        let now = self
+            .waited
+            .then(|| u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.entry.end(now);
     }
 }
@@ -174,32 +186,31 @@ impl Drop for SessionGuard {
 pin_project! {
     /// The response body of [`SessionService`](crate::SessionService).
     ///
-    /// Either a service's body `B` (ended early, with no error, if its session is closed
-    /// while it streams) or a rejection built by the layer (a small JSON-RPC error or the body
-    /// of the [rejection hook](crate::SessionLayer::rejection)).
-    pub struct ResponseBody<B> {
+    /// One of: the per-session service's body `B` (ended early, with no error, if its session
+    /// is closed while it streams a body of unknown length), the inner service's body `I`, or
+    /// a body built by the layer (a small JSON-RPC error, the body of the
+    /// [rejection hook](crate::SessionLayer::rejection), or empty). Errors of either service
+    /// body are boxed. `Default` is an empty body.
+    pub struct ResponseBody<B, I = B> {
         #[pin]
-        kind: ResponseKind<B>,
+        kind: ResponseKind<B, I>,
     }
 }
 
 pin_project! {
     #[project = ResponseKindProj]
-    enum ResponseKind<B> {
-        Inner { #[pin] body: B, guard: Option<SessionGuard>, ended: bool },
-        Rejection { body: Full<Bytes> },
+    enum ResponseKind<B, I> {
+        Session { #[pin] body: B, guard: Option<SessionGuard>, ended: bool },
+        Inner { #[pin] body: I },
+        Layer { body: Full<Bytes> },
     }
 }
 
-impl<B> ResponseBody<B> {
-    /// A service's body, passed through unchanged.
-    pub(crate) fn inner(body: B) -> Self {
-        Self::guarded(body, None)
-    }
-
-    pub(crate) fn guarded(body: B, guard: Option<SessionGuard>) -> Self {
+impl<B, I> ResponseBody<B, I> {
+    /// A per-session service's body, guarded by its session if `guard` is given.
+    pub(crate) fn session(body: B, guard: Option<SessionGuard>) -> Self {
         Self {
-            kind: ResponseKind::Inner {
+            kind: ResponseKind::Session {
                 body,
                 guard,
                 ended: false,
@@ -207,30 +218,54 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    /// A body built by the layer.
-    pub(crate) fn rejection(data: Bytes) -> Self {
+    /// The inner service's body, passed through unchanged.
+    pub(crate) fn inner(body: I) -> Self {
         Self {
-            kind: ResponseKind::Rejection {
+            kind: ResponseKind::Inner { body },
+        }
+    }
+
+    /// A body built by the layer.
+    pub(crate) fn layer(data: Bytes) -> Self {
+        Self {
+            kind: ResponseKind::Layer {
                 body: Full::new(data),
             },
         }
     }
 }
 
-impl<B> Body for ResponseBody<B>
+impl<B, I> Default for ResponseBody<B, I> {
+    /// An empty body.
+    fn default() -> Self {
+        Self::layer(Bytes::new())
+    }
+}
+
+fn boxed<T, E: Into<BoxError>>(
+    poll: Poll<Option<Result<Frame<T>, E>>>,
+) -> Poll<Option<Result<Frame<T>, BoxError>>> {
+    poll.map(|frame| frame.map(|result| result.map_err(Into::into)))
+}
+
+impl<B, I> Body for ResponseBody<B, I>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    I: Body<Data = Bytes>,
+    I::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            ResponseKindProj::Rejection { body } => poll_full(body, cx),
-            ResponseKindProj::Inner { body, guard, ended } => {
+            ResponseKindProj::Layer { body } => poll_full(body, cx),
+            ResponseKindProj::Inner { body } => boxed(body.poll_frame(cx)),
+            ResponseKindProj::Session { body, guard, ended } => {
                 if *ended {
                     return Poll::Ready(None);
                 }
@@ -244,7 +279,7 @@ where
                     return Poll::Ready(None);
                 }
                 match body.poll_frame(cx) {
-                    Poll::Ready(frame) => Poll::Ready(frame),
+                    Poll::Ready(frame) => boxed(Poll::Ready(frame)),
                     Poll::Pending => {
                         if let Some(g) = guard.as_mut() {
                             g.waited();
@@ -264,30 +299,33 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            ResponseKind::Inner { body, ended, .. } => *ended || body.is_end_stream(),
-            ResponseKind::Rejection { body } => body.is_end_stream(),
+            ResponseKind::Session { body, ended, .. } => *ended || body.is_end_stream(),
+            ResponseKind::Inner { body } => body.is_end_stream(),
+            ResponseKind::Layer { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            ResponseKind::Inner { body, ended, .. } if !*ended => body.size_hint(),
-            ResponseKind::Inner { .. } => SizeHint::with_exact(0),
-            ResponseKind::Rejection { body } => body.size_hint(),
+            ResponseKind::Session { body, ended, .. } if !*ended => body.size_hint(),
+            ResponseKind::Session { .. } => SizeHint::with_exact(0),
+            ResponseKind::Inner { body } => body.size_hint(),
+            ResponseKind::Layer { body } => body.size_hint(),
         }
     }
 }
 
-impl<B> fmt::Debug for ResponseBody<B> {
+impl<B, I> fmt::Debug for ResponseBody<B, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ResponseKind::Inner { guard, ended, .. } => f
-                .debug_struct("ResponseBody::Inner")
+            ResponseKind::Session { guard, ended, .. } => f
+                .debug_struct("ResponseBody::Session")
                 .field("session", &guard.as_ref().map(|g| g.entry().info.id()))
                 .field("ended", ended)
                 .finish(),
-            ResponseKind::Rejection { body } => f
-                .debug_struct("ResponseBody::Rejection")
+            ResponseKind::Inner { .. } => f.debug_struct("ResponseBody::Inner").finish(),
+            ResponseKind::Layer { body } => f
+                .debug_struct("ResponseBody::Layer")
                 .field("len", &body.size_hint().exact())
                 .finish(),
         }

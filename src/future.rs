@@ -5,104 +5,174 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
+use bytes::Bytes;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use crate::body::{ResponseBody, SessionGuard};
+use crate::body::{RequestBody, ResponseBody, SessionGuard};
+use crate::open::Opened;
 
-pub(crate) type BoxResponseFuture<ResBody, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<ResBody>>, E>> + Send>>;
+type Req<B> = Request<RequestBody<B>>;
+
+/// The opening path, boxed: it reads a body and awaits the factory, off the hot path.
+pub(crate) type OpenFuture<R, E> = Pin<Box<dyn Future<Output = Result<Opened<R>, E>> + Send>>;
 
 pin_project! {
     /// Response future of [`SessionService`](crate::SessionService).
     ///
-    /// `P` is the future of a sessionless request (the inner service), `R` the future of a
-    /// request routed to a live session (its per-session service). Errors are the services'
-    /// own; everything the layer decides is a response, never an `Err`.
-    pub struct ResponseFuture<P, R, ResBody, E> {
+    /// `S` is the inner service (sessionless requests), `T` the per-session service, `B` the
+    /// request body. The future drives the chosen service to readiness and calls it; errors
+    /// are the services' own (the per-session service's converted into `S::Error`), and
+    /// everything the layer decides is a response, never an `Err`.
+    pub struct ResponseFuture<S, T, B>
+    where
+        S: Service<Req<B>>,
+        T: Service<Req<B>>,
+    {
         #[pin]
-        kind: Kind<P, R, ResBody, E>,
+        kind: Kind<S, T, B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<P, R, ResBody, E> {
-        Ready { response: Option<Response<ResponseBody<ResBody>>> },
-        Sessionless { #[pin] future: P },
-        Session { #[pin] future: R, guard: Option<SessionGuard> },
-        Open { future: BoxResponseFuture<ResBody, E> },
+    enum Kind<S, T, B>
+    where
+        S: Service<Req<B>>,
+        T: Service<Req<B>>,
+    {
+        Layer { response: Option<Response<Bytes>> },
+        InnerReady { service: S, request: Option<Req<B>> },
+        Inner { #[pin] future: S::Future },
+        SessionReady { service: T, request: Option<Req<B>>, guard: Option<SessionGuard> },
+        Session { #[pin] future: T::Future, guard: Option<SessionGuard> },
+        Open { future: OpenFuture<T::Response, S::Error> },
     }
 }
 
-impl<P, R, ResBody, E> ResponseFuture<P, R, ResBody, E> {
-    pub(crate) fn ready(response: Response<ResponseBody<ResBody>>) -> Self {
+impl<S, T, B> ResponseFuture<S, T, B>
+where
+    S: Service<Req<B>>,
+    T: Service<Req<B>>,
+{
+    pub(crate) fn ready(response: Response<Bytes>) -> Self {
         Self {
-            kind: Kind::Ready {
+            kind: Kind::Layer {
                 response: Some(response),
             },
         }
     }
 
-    pub(crate) fn sessionless(future: P) -> Self {
+    pub(crate) fn inner(service: S, request: Req<B>) -> Self {
         Self {
-            kind: Kind::Sessionless { future },
+            kind: Kind::InnerReady {
+                service,
+                request: Some(request),
+            },
         }
     }
 
-    pub(crate) fn session(future: R, guard: SessionGuard) -> Self {
+    pub(crate) fn session(service: T, request: Req<B>, guard: SessionGuard) -> Self {
         Self {
-            kind: Kind::Session {
-                future,
+            kind: Kind::SessionReady {
+                service,
+                request: Some(request),
                 guard: Some(guard),
             },
         }
     }
 
-    pub(crate) fn open(future: BoxResponseFuture<ResBody, E>) -> Self {
+    pub(crate) fn open(future: OpenFuture<T::Response, S::Error>) -> Self {
         Self {
             kind: Kind::Open { future },
         }
     }
 }
 
-impl<P, R, ResBody, E> Future for ResponseFuture<P, R, ResBody, E>
+impl<S, T, B, IB, SB> Future for ResponseFuture<S, T, B>
 where
-    P: Future<Output = Result<Response<ResBody>, E>>,
-    R: Future<Output = Result<Response<ResBody>, E>>,
+    S: Service<Req<B>, Response = Response<IB>>,
+    T: Service<Req<B>, Response = Response<SB>>,
+    T::Error: Into<S::Error>,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, E>;
+    type Output = Result<Response<ResponseBody<SB, IB>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-            KindProj::Sessionless { future } => {
-                Poll::Ready(ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)))
-            }
-            KindProj::Session { future, guard } => {
-                let Poll::Ready(result) = future.poll(cx) else {
-                    if let Some(guard) = guard.as_mut() {
-                        guard.waited();
+        let mut kind = self.project().kind;
+        loop {
+            match kind.as_mut().project() {
+                KindProj::Layer { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::layer)));
+                }
+                KindProj::InnerReady { service, request } => {
+                    ready!(service.poll_ready(cx))?;
+                    let request = request.take().expect("polled after completion");
+                    let future = service.call(request);
+                    kind.set(Kind::Inner { future });
+                }
+                KindProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                KindProj::SessionReady {
+                    service,
+                    request,
+                    guard,
+                } => {
+                    let Poll::Ready(readiness) = service.poll_ready(cx) else {
+                        if let Some(guard) = guard.as_mut() {
+                            guard.waited();
+                        }
+                        return Poll::Pending;
+                    };
+                    if let Err(error) = readiness {
+                        return Poll::Ready(Err(error.into()));
                     }
-                    return Poll::Pending;
-                };
-                // The guard moves into the body: the session stays busy while it streams.
-                let guard = guard.take();
-                Poll::Ready(result.map(|r| r.map(|body| ResponseBody::guarded(body, guard))))
+                    let request = request.take().expect("polled after completion");
+                    let guard = guard.take();
+                    let future = service.call(request);
+                    kind.set(Kind::Session { future, guard });
+                }
+                KindProj::Session { future, guard } => {
+                    let Poll::Ready(result) = future.poll(cx) else {
+                        if let Some(guard) = guard.as_mut() {
+                            guard.waited();
+                        }
+                        return Poll::Pending;
+                    };
+                    // The guard moves into the body: the session stays busy while it streams.
+                    let guard = guard.take();
+                    return Poll::Ready(
+                        result
+                            .map(|r| r.map(|body| ResponseBody::session(body, guard)))
+                            .map_err(Into::into),
+                    );
+                }
+                KindProj::Open { future } => {
+                    return Poll::Ready(match ready!(future.as_mut().poll(cx))? {
+                        Opened::Rejected(response) => Ok(response.map(ResponseBody::layer)),
+                        Opened::Served { response, guard } => {
+                            Ok(response.map(|body| ResponseBody::session(body, guard)))
+                        }
+                    });
+                }
             }
-            KindProj::Open { future } => future.as_mut().poll(cx),
         }
     }
 }
 
-impl<P, R, ResBody, E> fmt::Debug for ResponseFuture<P, R, ResBody, E> {
+impl<S, T, B> fmt::Debug for ResponseFuture<S, T, B>
+where
+    S: Service<Req<B>>,
+    T: Service<Req<B>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
-            Kind::Ready { .. } => "Ready",
-            Kind::Sessionless { .. } => "Sessionless",
-            Kind::Session { .. } => "Session",
+            Kind::Layer { .. } => "Layer",
+            Kind::InnerReady { .. } | Kind::Inner { .. } => "Inner",
+            Kind::SessionReady { .. } | Kind::Session { .. } => "Session",
             Kind::Open { .. } => "Open",
         };
         f.debug_struct("ResponseFuture")

@@ -43,6 +43,13 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id for logs: its first 8 bytes followed by `…` (an id of 8 bytes or fewer shows
+    /// only `…`). The layer logs ids only this way; `Debug` uses it too. `Display` prints the
+    /// whole id, for building responses.
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(&self.0)
+    }
 }
 
 /// Checks raw header bytes against the id rules without allocating.
@@ -89,11 +96,37 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// Redacted: a session id is a bearer token when no principal is bound, so `Debug` output
+/// (which ends up in logs and panic messages) shows only its first 8 bytes.
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
+        write!(f, "SessionId({})", self.redacted())
     }
 }
+
+/// The first bytes of an id followed by `…`, for logs; see [`SessionId::redacted`].
+#[derive(Clone, Copy)]
+pub struct Redacted<'a>(&'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Ids are ASCII, so any byte index is a char boundary.
+        match self.0.get(..REDACTED_PREFIX) {
+            Some(prefix) if self.0.len() > REDACTED_PREFIX => write!(f, "{prefix}…"),
+            _ => f.write_str("…"),
+        }
+    }
+}
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Bytes of an id that logs show (32 random bits of a UUID v4: enough to correlate log
+/// lines, far too few to guess the rest).
+const REDACTED_PREFIX: usize = 8;
 
 impl std::str::FromStr for SessionId {
     type Err = InvalidSessionId;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::id::SessionId;
 
@@ -58,21 +59,34 @@ impl fmt::Display for Principal {
     }
 }
 
-/// A live session as the layer sees it: its id and the principal it is bound to.
+/// A live session as the layer sees it: its id, the principal it is bound to and when it was
+/// created.
 ///
-/// Given to the [`SessionFactory`](crate::SessionFactory) when the session opens, and inserted
-/// into the extensions of every request routed to the session (read it with
-/// `req.extensions().get::<SessionInfo>()`, or axum's `Extension<SessionInfo>` extractor).
+/// Given to the [`SessionFactory`](crate::SessionFactory) when the session opens, to the
+/// [`on_open`](crate::SessionLayer::on_open) and [`on_close`](crate::SessionLayer::on_close)
+/// hooks, and inserted into the extensions of every request routed to the session (read it
+/// with `req.extensions().get::<SessionInfo>()`, or, with the `axum` feature, as an extractor).
 /// Cloning costs two reference-count increments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     id: SessionId,
     principal: Option<Principal>,
+    /// Milliseconds since the Unix epoch.
+    created_ms: u64,
 }
 
 impl SessionInfo {
-    pub(crate) fn new(id: SessionId, principal: Option<Principal>) -> Self {
-        Self { id, principal }
+    /// The info of a session created now, e.g. to unit-test a factory or a per-session
+    /// service without running the layer.
+    pub fn new(id: SessionId, principal: Option<Principal>) -> Self {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            id,
+            principal,
+            created_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
     /// The session's id, as sent in the session header.
@@ -84,5 +98,10 @@ impl SessionInfo {
     /// configured or the opening request had none.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()
+    }
+
+    /// When the session was created (wall clock, millisecond precision).
+    pub fn created_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.created_ms)
     }
 }

@@ -1,7 +1,8 @@
-//! [`SessionLayer`]: configuration and builder methods.
+//! [`SessionLayer`]: configuration as a plain value, and the [`Layer`] that builds
+//! [`SessionService`].
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,41 +10,15 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use tower_layer::Layer;
 
-use crate::id::{MakeSessionId, SessionId, UuidV4};
-use crate::info::Principal;
-use crate::lifecycle::{CloseReason, Sessions};
-use crate::mcp::MCP_SESSION_ID;
-use crate::policy::OpenPolicy;
+use crate::config::{ClientKey, Config, EvictBy, millis};
+use crate::hooks::CloseReason;
+use crate::id::MakeSessionId;
+use crate::info::{Principal, SessionInfo};
+use crate::policy::{ClosePolicy, OpenPolicy};
 use crate::registry::Registry;
 use crate::rejection::Rejection;
 use crate::service::SessionService;
-
-/// Default peek limit: 1 MiB.
-pub const DEFAULT_PEEK_LIMIT: usize = 1024 * 1024;
-/// Default `Retry-After` of a 503 for a full session table: 5 seconds.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-type PrincipalFn = Arc<dyn Fn(&Parts) -> Option<Principal> + Send + Sync>;
-type SessionlessFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
-type RejectionFn = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
-type KeepFn = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
-
-/// Per-request settings, frozen into an `Arc` when the layer wraps a service.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) header: HeaderName,
-    pub(crate) open: OpenPolicy,
-    pub(crate) peek_limit: usize,
-    pub(crate) mcp: bool,
-    pub(crate) terminate_on_delete: bool,
-    pub(crate) retry_after: Duration,
-    pub(crate) sessionless: Option<SessionlessFn>,
-    pub(crate) make_id: Arc<dyn MakeSessionId>,
-    pub(crate) principal: Option<PrincipalFn>,
-    pub(crate) rejection: Option<RejectionFn>,
-    pub(crate) keep_session: Option<KeepFn>,
-    pub(crate) session_info_extension: bool,
-}
+use crate::sessions::Sessions;
 
 /// A [`Layer`] that gives the wrapped service sessions keyed by a request header.
 ///
@@ -52,39 +27,44 @@ pub(crate) struct Config {
 /// and it serves sessionless requests. See the [crate docs](crate) for the request flow and
 /// the status codes.
 ///
-/// Every clone of a layer, and every service it builds, shares one session table and its
-/// lifecycle settings ([`idle_timeout`](Self::idle_timeout),
-/// [`max_sessions`](Self::max_sessions), [`evict_idlest`](Self::evict_idlest),
-/// [`on_close`](Self::on_close)): setting one of those on any clone changes it for all.
-/// The other settings are taken when [`Layer::layer`] is called.
+/// # A plain value, and one table
+///
+/// Every builder method returns a new layer and leaves the one it was called on unchanged:
+/// `let b = a.clone().max_sessions(1)` does not change `a`. The session table and its
+/// settings come into being, frozen, the first time [`sessions`](Self::sessions) or
+/// [`Layer::layer`] is called on a layer; clones made from that layer (and every service it
+/// builds) share that table. So configure first, then take the handle and build services:
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use tower_mcp_session::{SessionInfo, SessionLayer};
+/// # let factory = |_: SessionInfo, inner: tower::util::BoxCloneSyncService<http::Request<()>, (), Infallible>| async move { Ok::<_, Infallible>(inner) };
+/// let layer = SessionLayer::mcp(factory).max_sessions(100);
+/// let sessions = layer.sessions();        // the table exists from here on
+/// let same_table = layer.clone();         // shares it, with `sessions`
+/// let other = layer.clone().max_sessions(5); // a new layer: its own table, once used
+/// # let _ = (sessions, same_table, other);
+/// ```
+///
+/// The only setting that can change at run time is the session limit, through
+/// [`Sessions::set_max_sessions`].
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct SessionLayer<F> {
     factory: F,
     config: Config,
-    registry: Arc<Registry>,
+    table: Arc<OnceLock<Arc<Registry>>>,
 }
 
 impl<F> SessionLayer<F> {
     /// A layer for any header-keyed session protocol: header `Mcp-Session-Id` (change it with
     /// [`header`](Self::header)), every request without an id opens a session
-    /// ([`OpenPolicy::any_request`]), no protocol-version routing, no method restrictions.
+    /// ([`OpenPolicy::any_request`]), no request closes one ([`ClosePolicy::never`]: DELETE
+    /// reaches the session's service), no protocol-version routing, no method restrictions.
     pub fn new(factory: F) -> Self {
         Self {
             factory,
-            config: Config {
-                header: MCP_SESSION_ID,
-                open: OpenPolicy::any_request(),
-                peek_limit: DEFAULT_PEEK_LIMIT,
-                mcp: false,
-                terminate_on_delete: true,
-                retry_after: DEFAULT_RETRY_AFTER,
-                sessionless: None,
-                make_id: Arc::new(UuidV4),
-                principal: None,
-                rejection: None,
-                keep_session: None,
-                session_info_extension: true,
-            },
-            registry: Arc::new(Registry::new()),
+            config: Config::new(OpenPolicy::any_request(), ClosePolicy::never()),
+            table: Arc::default(),
         }
     }
 
@@ -94,135 +74,200 @@ impl<F> SessionLayer<F> {
     /// - header `Mcp-Session-Id`;
     /// - a POST whose body is a JSON-RPC `initialize` request opens a session
     ///   ([`OpenPolicy::mcp_initialize`]);
+    /// - DELETE closes the session ([`ClosePolicy::delete`]);
     /// - only GET, POST and DELETE are served (others: 405 Method Not Allowed);
     /// - requests declaring `MCP-Protocol-Version` 2026-07-28 or later are sessionless
     ///   (SEP-2567): they go to the inner service, any session id is ignored and none is
-    ///   minted; a malformed version gets 400.
+    ///   minted; a malformed version gets 400. Any client can send that header, so the inner
+    ///   service faces the internet without session checks: give it its own authentication.
+    #[cfg(feature = "mcp")]
     pub fn mcp(factory: F) -> Self {
         let mut layer = Self::new(factory);
         layer.config.open = OpenPolicy::mcp_initialize();
+        layer.config.close = ClosePolicy::delete();
         layer.config.mcp = true;
         layer
     }
 
+    /// A new layer (with no table yet) whose settings are this one's, changed by `change`.
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self.table = Arc::default();
+        self
+    }
+
     /// The header that carries the session id. Default: `Mcp-Session-Id`. Names are
     /// case-insensitive; the response that opens a session carries the id in this header.
-    pub fn header(mut self, name: HeaderName) -> Self {
-        self.config.header = name;
-        self
+    pub fn header(self, name: HeaderName) -> Self {
+        self.with(|c| c.header = name)
     }
 
     /// Which requests without a session id open a session. Default:
     /// [`OpenPolicy::any_request`] for [`new`](Self::new), [`OpenPolicy::mcp_initialize`]
     /// for [`mcp`](Self::mcp).
-    pub fn open_policy(mut self, policy: OpenPolicy) -> Self {
-        self.config.open = policy;
-        self
+    pub fn open_policy(self, policy: OpenPolicy) -> Self {
+        self.with(|c| c.open = policy)
+    }
+
+    /// Which requests with a session id close it. Default: [`ClosePolicy::never`] for
+    /// [`new`](Self::new), [`ClosePolicy::delete`] for [`mcp`](Self::mcp). A request the
+    /// policy does not claim goes to the session's service.
+    pub fn close_policy(self, policy: ClosePolicy) -> Self {
+        self.with(|c| c.close = policy)
     }
 
     /// Most bytes read from the body of a request that may open a session, when the open
-    /// policy looks at the body. Default: [`DEFAULT_PEEK_LIMIT`] (1 MiB). A larger body is
-    /// answered 413 Payload Too Large without reading the rest.
-    pub fn peek_limit(mut self, bytes: usize) -> Self {
-        self.config.peek_limit = bytes;
-        self
+    /// policy looks at the body. Default: [`DEFAULT_PEEK_LIMIT`](crate::DEFAULT_PEEK_LIMIT)
+    /// (64 KiB). A larger body is answered 413 Payload Too Large without reading the rest.
+    pub fn peek_limit(self, bytes: usize) -> Self {
+        self.with(|c| c.peek_limit = bytes)
+    }
+
+    /// Longest time the layer waits for the body of a request that may open a session.
+    /// Default: [`DEFAULT_PEEK_TIMEOUT`](crate::DEFAULT_PEEK_TIMEOUT) (10 s). Past it the
+    /// request is answered 408 Request Timeout (JSON-RPC -32000). Applies only inside a tokio
+    /// runtime (the deadline is a tokio timer).
+    pub fn peek_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.peek_timeout = Some(timeout))
+    }
+
+    /// Most bytes all body peeks of this table may hold at once, counted as bytes arrive.
+    /// Default: [`DEFAULT_PEEK_BUDGET`](crate::DEFAULT_PEEK_BUDGET) (16 MiB). A request whose
+    /// next chunk would exceed it is answered 503 Service Unavailable with `Retry-After`.
+    /// Together with the peek limit and timeout it bounds what clients without a session can
+    /// make the server buffer, however many connections they open.
+    pub fn peek_budget(self, bytes: usize) -> Self {
+        self.with(|c| c.peek_budget = bytes)
     }
 
     /// A session unused for `timeout` while none of its requests or response bodies is in
     /// flight expires: later requests get 404 and the close hook runs with
     /// [`CloseReason::Expired`]. The timeout slides: every request and every finished
-    /// response restarts it. Default: 30 minutes. Shared by all clones of the layer.
+    /// response restarts it. Default: 30 minutes. Millisecond resolution; longer than
+    /// `u64::MAX` ms saturates.
     pub fn idle_timeout(self, timeout: Duration) -> Self {
-        self.registry.settings.set_idle_timeout(Some(timeout));
-        self
+        self.with(|c| c.idle_ms = millis(timeout))
     }
 
-    /// Sessions never expire; they end only by DELETE, eviction or shutdown. Not advised on
-    /// a public server: clients often disappear without sending DELETE.
+    /// Sessions never expire for being idle; they end only by the close policy, eviction,
+    /// [`max_lifetime`](Self::max_lifetime), [`Sessions::close`] or shutdown. Not advised on a
+    /// public server: clients often disappear without sending DELETE.
     pub fn without_idle_timeout(self) -> Self {
-        self.registry.settings.set_idle_timeout(None);
-        self
+        self.with(|c| c.idle_ms = 0)
     }
 
-    /// How often the background sweeper closes expired sessions. Default: a quarter of the
-    /// idle timeout, between 1 s and 60 s. Expiry itself does not wait for the sweeper: a
-    /// request for an expired session is answered 404 at once.
+    /// Closes every session `lifetime` after it opened, busy or not (its open streams end),
+    /// with [`CloseReason::LifetimeEnded`]; MCP clients then re-initialize on 404. Default:
+    /// none.
+    pub fn max_lifetime(self, lifetime: Duration) -> Self {
+        self.with(|c| c.lifetime_ms = millis(lifetime))
+    }
+
+    /// How often the background sweeper closes sessions that have ended by time. Default: a
+    /// quarter of the idle timeout (or of the lifetime, if shorter), between 1 s and 60 s.
+    /// Expiry itself does not wait for the sweeper: a request for an expired session is
+    /// answered 404 at once.
     pub fn sweep_interval(self, interval: Duration) -> Self {
-        self.registry.settings.set_sweep_interval(interval);
-        self
+        self.with(|c| c.sweep_interval = Some(interval.max(Duration::from_millis(1))))
     }
 
-    /// Most sessions open at once. Default: 10,000. Past it an opening request gets 503
-    /// Service Unavailable with `Retry-After` (see [`retry_after`](Self::retry_after)),
-    /// unless [`evict_idlest`](Self::evict_idlest) is on. Shared by all clones of the layer.
+    /// Most sessions open at once. Default:
+    /// [`DEFAULT_MAX_SESSIONS`](crate::DEFAULT_MAX_SESSIONS) (10,000). Past it an opening
+    /// request gets 503 Service Unavailable with `Retry-After` (see
+    /// [`retry_after`](Self::retry_after)), unless [`evict_idlest`](Self::evict_idlest) is
+    /// on. Change it at run time with [`Sessions::set_max_sessions`].
     pub fn max_sessions(self, max: usize) -> Self {
-        self.registry.settings.set_max_sessions(max);
-        self
+        self.with(|c| c.max_sessions = max)
     }
 
-    /// When the table is full, close the session idle the longest (one with nothing in
-    /// flight; [`CloseReason::Evicted`]) to make room, instead of answering 503. Finding it
-    /// scans the table (O(sessions)). Default: off.
+    /// Most sessions one principal (see [`principal`](Self::principal)) may hold at once.
+    /// Past it the principal's opening requests get 429 Too Many Requests with
+    /// `Retry-After`. Requests without a principal are not counted. Default: no limit.
+    pub fn max_sessions_per_principal(self, max: usize) -> Self {
+        self.with(|c| c.max_per_principal = Some(max))
+    }
+
+    /// Most sessions one client (see [`client_key`](Self::client_key)) may hold at once. Past
+    /// it the client's opening requests get 429 Too Many Requests with `Retry-After`; so one
+    /// client cannot fill the table that every other client shares. Default: no limit.
+    pub fn max_sessions_per_client(self, max: usize) -> Self {
+        self.with(|c| c.max_per_client = Some(max))
+    }
+
+    /// Who an opening request comes from, for
+    /// [`max_sessions_per_client`](Self::max_sessions_per_client); a request for which it
+    /// returns `None` is not counted. With axum, key on the peer address:
+    /// `|parts| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ClientKey::from(ci.0))`
+    /// (served with `into_make_service_with_connect_info`). Behind a proxy, use the address
+    /// the proxy reports, from a header only it can set. Default: none.
+    pub fn client_key<K>(self, key: K) -> Self
+    where
+        K: Fn(&Parts) -> Option<ClientKey> + Send + Sync + 'static,
+    {
+        self.with(|c| c.client_key = Some(Arc::new(key)))
+    }
+
+    /// When the table is full, close a session to make room for the new one instead of
+    /// answering 503 ([`CloseReason::Evicted`]). The victim is the oldest-ranked of a small
+    /// sample (a few entries of four shards, as Redis samples keys): O(1) per open however
+    /// large the table, never a scan. Ranked by the start of the last request unless
+    /// [`evict_by`](Self::evict_by) says otherwise, so a session whose only activity is an
+    /// open GET stream can be evicted (its stream ends). Pair it with per-client limits:
+    /// eviction alone lets a fast client push out everyone else. Default: off.
     pub fn evict_idlest(self, evict: bool) -> Self {
-        self.registry.settings.set_evict_idlest(evict);
-        self
+        self.with(|c| c.evict = evict.then(|| c.evict.unwrap_or_default()))
     }
 
-    /// The `Retry-After` of a 503 for a full table, rounded down to whole seconds (at least
-    /// 1). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
-    pub fn retry_after(mut self, delay: Duration) -> Self {
-        self.config.retry_after = delay;
-        self
+    /// How eviction ranks sessions (and turns eviction on). Default: [`EvictBy::LastRequest`].
+    pub fn evict_by(self, by: EvictBy) -> Self {
+        self.with(|c| c.evict = Some(by))
     }
 
-    /// Whether DELETE with a session id closes the session (answering 204 No Content).
-    /// Default: `true`. When `false`, DELETE gets 405 Method Not Allowed with
-    /// `Allow: GET, POST` (MCP 2025-11-25: servers may refuse client-initiated termination).
-    pub fn terminate_on_delete(mut self, terminate: bool) -> Self {
-        self.config.terminate_on_delete = terminate;
-        self
+    /// The `Retry-After` of the layer's 503 and 429 answers, rounded down to whole seconds
+    /// (at least 1). Default: [`DEFAULT_RETRY_AFTER`](crate::DEFAULT_RETRY_AFTER) (5 s).
+    pub fn retry_after(self, delay: Duration) -> Self {
+        self.with(|c| c.retry_after = delay)
     }
 
     /// Requests for which `predicate` returns `true` skip sessions entirely and go to the
-    /// inner service, whatever session header they carry (health checks, a sessionless
-    /// protocol version). Checked after the MCP protocol-version rule. Default: none.
-    pub fn sessionless<P>(mut self, predicate: P) -> Self
+    /// inner service, whatever session header they carry (health checks, say). Checked after
+    /// the MCP protocol-version rule. Default: none.
+    pub fn sessionless<P>(self, predicate: P) -> Self
     where
         P: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
-        self.config.sessionless = Some(Arc::new(predicate));
-        self
+        self.with(|c| c.sessionless = Some(Arc::new(predicate)))
     }
 
-    /// The generator of new session ids. Default: [`UuidV4`] (122 bits from the OS CSPRNG).
-    /// Each id it produces is checked with [`SessionId::parse`]; an invalid id, or one that
-    /// is already live three times in a row, fails the open with 500.
-    pub fn session_id<G: MakeSessionId>(mut self, generator: G) -> Self {
-        self.config.make_id = Arc::new(generator);
-        self
+    /// The generator of new session ids. Default: [`UuidV4`](crate::UuidV4) (122 bits from
+    /// the OS CSPRNG). Each id it produces is checked with
+    /// [`SessionId::parse`](crate::SessionId::parse); an invalid id, or one that is already
+    /// live three times in a row, fails the open with 500.
+    pub fn make_session_id<G: MakeSessionId>(self, generator: G) -> Self {
+        self.with(|c| c.make_id = Arc::new(generator))
     }
 
     /// Binds each session to the principal `extractor` finds on its opening request (for
     /// example a user id an authentication layer put in the extensions). A later request
-    /// whose principal differs, or is missing, gets 404 Not Found exactly as an unknown id
-    /// (MCP 2025-11-25, Security Best Practices, Session Hijacking). Default: none.
-    pub fn principal<P>(mut self, extractor: P) -> Self
+    /// whose principal differs gets 404 Not Found exactly as an unknown id (MCP 2025-11-25,
+    /// Security Best Practices, Session Hijacking). A session opened without a principal is
+    /// usable only by requests without one, and a session opened with one only by requests
+    /// with the same. Default: none.
+    pub fn principal<P>(self, extractor: P) -> Self
     where
         P: Fn(&Parts) -> Option<Principal> + Send + Sync + 'static,
     {
-        self.config.principal = Some(Arc::new(extractor));
-        self
+        self.with(|c| c.principal = Some(Arc::new(extractor)))
     }
 
-    /// Replaces the layer's own responses (400, 404, 405, 413, 500, 503; see
-    /// [`Rejection`]) with what `responder` returns, e.g. a gRPC status for tonic clients.
-    /// Default: [`Rejection::to_response`], a JSON-RPC error body.
-    pub fn rejection<R>(mut self, responder: R) -> Self
+    /// Replaces the layer's own responses (see [`Rejection`]) with what `responder`
+    /// returns, e.g. a gRPC status for tonic clients. Default: [`Rejection::to_response`], a
+    /// JSON-RPC error body.
+    pub fn rejection<R>(self, responder: R) -> Self
     where
         R: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.config.rejection = Some(Arc::new(responder));
-        self
+        self.with(|c| c.rejection = Some(Arc::new(responder)))
     }
 
     /// Decides from the opening response's status and headers whether the new session is
@@ -231,41 +276,61 @@ impl<F> SessionLayer<F> {
     /// header, so tonic users pass
     /// `|status, headers| status.is_success() && headers.get("grpc-status").is_none_or(|s| s == "0")`.
     /// A status sent only in trailers cannot be seen here. A session not kept is dropped at
-    /// once and no id is sent.
-    pub fn keep_session_if<K>(mut self, keep: K) -> Self
+    /// once, no id is sent and no hook runs.
+    pub fn keep_session_if<K>(self, keep: K) -> Self
     where
         K: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     {
-        self.config.keep_session = Some(Arc::new(keep));
-        self
+        self.with(|c| c.keep_session = Some(Arc::new(keep)))
     }
 
-    /// Whether requests routed to a session carry its [`SessionInfo`](crate::SessionInfo) in
-    /// their extensions. Default: `true`. The per-session service already receives the
-    /// `SessionInfo` from the factory, so it rarely needs the extension; turning it off saves
-    /// the three small allocations `http::Extensions` makes per request (about 15% of the
-    /// layer's per-request cost, see BENCHMARKS.md). The opening request always carries it.
-    pub fn session_info_extension(mut self, insert: bool) -> Self {
-        self.config.session_info_extension = insert;
-        self
+    /// Whether requests routed to a session carry a [`Session`](crate::Session) in their
+    /// extensions (read by the `axum` extractors and by
+    /// `req.extensions().get::<Session>()`). Default: `true`. Turning it off saves the small
+    /// allocations `http::Extensions` makes per request (see BENCHMARKS.md); the per-session
+    /// service still receives the [`SessionInfo`] from the factory. The opening request
+    /// always carries it.
+    pub fn session_extension(self, insert: bool) -> Self {
+        self.with(|c| c.session_info_extension = insert)
     }
 
-    /// Runs `hook` each time a session closes, with its id and why. It runs on the thread that
-    /// closed the session (a request's, the sweeper's or the caller of
-    /// [`Sessions::close`]); keep it short. A panic in it is caught and logged. Replaces any
-    /// earlier hook; shared by all clones of the layer.
+    /// Runs `hook` each time a session opens, after it is stored and before the opening
+    /// response leaves. Every `on_open` is followed by exactly one
+    /// [`on_close`](Self::on_close), in that order; a session whose opening answer was not
+    /// kept (or that a racing shutdown refused) runs neither. A panic in it is caught and
+    /// logged. Default: none.
+    pub fn on_open<H>(self, hook: H) -> Self
+    where
+        H: Fn(&SessionInfo) + Send + Sync + 'static,
+    {
+        self.with(|c| c.on_open = Some(Arc::new(hook)))
+    }
+
+    /// Runs `hook` each time a session closes, with its info and why. It runs on the thread
+    /// that closed the session (a request's, the sweeper's or the caller of [`Sessions`]
+    /// methods), with no lock held; keep it short. It receives nothing that keeps the table
+    /// alive, so it cannot form a reference cycle with it. A panic in it is caught and logged.
+    /// Default: none.
     pub fn on_close<H>(self, hook: H) -> Self
     where
-        H: Fn(&SessionId, CloseReason) + Send + Sync + 'static,
+        H: Fn(&SessionInfo, CloseReason) + Send + Sync + 'static,
     {
-        self.registry.settings.set_on_close(Arc::new(hook));
-        self
+        self.with(|c| c.on_close = Some(Arc::new(hook)))
     }
 
-    /// A handle to the session table: count, look up, close sessions, shut down.
+    /// The table of this layer, created with its settings on first use.
+    fn registry(&self) -> Arc<Registry> {
+        Arc::clone(
+            self.table
+                .get_or_init(|| Arc::new(Registry::new(self.config.clone()))),
+        )
+    }
+
+    /// A handle to this layer's session table (created now if this is its first use): count,
+    /// look up, reach state, close sessions, shut down.
     pub fn sessions(&self) -> Sessions {
         Sessions {
-            registry: Arc::clone(&self.registry),
+            registry: self.registry(),
         }
     }
 }
@@ -274,21 +339,18 @@ impl<S, F: Clone> Layer<S> for SessionLayer<F> {
     type Service = SessionService<S, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::new(
-            inner,
-            self.factory.clone(),
-            Arc::new(self.config.clone()),
-            Arc::clone(&self.registry),
-        )
+        SessionService::new(inner, self.factory.clone(), self.registry())
     }
 }
 
 impl<F: Clone> Clone for SessionLayer<F> {
+    /// A layer with the same settings that shares this one's table (the table this one has,
+    /// or the one either creates first).
     fn clone(&self) -> Self {
         Self {
             factory: self.factory.clone(),
             config: self.config.clone(),
-            registry: Arc::clone(&self.registry),
+            table: Arc::clone(&self.table),
         }
     }
 }
@@ -298,9 +360,10 @@ impl<F> fmt::Debug for SessionLayer<F> {
         f.debug_struct("SessionLayer")
             .field("header", &self.config.header)
             .field("open_policy", &self.config.open)
-            .field("peek_limit", &self.config.peek_limit)
+            .field("close_policy", &self.config.close)
             .field("mcp", &self.config.mcp)
-            .field("sessions", &self.sessions())
+            .field("max_sessions", &self.config.max_sessions)
+            .field("evict", &self.config.evict)
             .finish_non_exhaustive()
     }
 }

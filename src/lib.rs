@@ -98,30 +98,46 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
 pub mod future;
+pub mod mcp;
 
+mod config;
+#[cfg(feature = "axum")]
+mod extract;
 mod factory;
+mod hooks;
 mod id;
 mod info;
 mod layer;
-mod lifecycle;
-pub mod mcp;
+mod open;
 mod policy;
 mod registry;
 mod rejection;
 mod service;
+mod session;
+mod sessions;
+mod sweeper;
 
-pub use body::{RequestBody, ResponseBody};
-pub use factory::SessionFactory;
-pub use id::{InvalidSessionId, MAX_SESSION_ID_LEN, MakeSessionId, SessionId, UuidV4};
+pub use config::{
+    ClientKey, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_PEEK_BUDGET, DEFAULT_PEEK_LIMIT,
+    DEFAULT_PEEK_TIMEOUT, DEFAULT_RETRY_AFTER, EvictBy,
+};
+#[cfg(feature = "axum")]
+pub use extract::{MissingSession, SessionState};
+pub use factory::{SessionFactory, WithState, with_state};
+pub use hooks::CloseReason;
+pub use id::{InvalidSessionId, MAX_SESSION_ID_LEN, MakeSessionId, Redacted, SessionId, UuidV4};
 pub use info::{Principal, SessionInfo};
-pub use layer::{DEFAULT_PEEK_LIMIT, DEFAULT_RETRY_AFTER, SessionLayer};
-pub use lifecycle::{CloseReason, Sessions};
-pub use policy::OpenPolicy;
+pub use layer::SessionLayer;
+pub use policy::{ClosePolicy, OpenPolicy};
+pub use registry::SessionSnapshot;
 pub use rejection::{InvalidSessionHeader, Rejection};
 pub use service::SessionService;
+pub use session::Session;
+pub use sessions::{Sessions, WeakSessions};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

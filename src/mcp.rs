@@ -56,26 +56,226 @@ pub(crate) fn is_sessionless(headers: &HeaderMap) -> Result<bool, Rejection> {
 /// Reads a peeked body: `Ok(true)` if it is a JSON-RPC `initialize` request (with a string or
 /// number `id`; an `initialize` notification opens nothing), `Ok(false)` for any other JSON.
 ///
+/// The body is probed, not parsed into a tree: only `method` and `id` of the top-level object
+/// (or of each element of a top-level batch) are looked at, everything else is skipped with
+/// `IgnoredAny`, so memory stays at the size of the `method` string whatever the body holds.
+///
 /// # Errors
 ///
 /// [`Rejection::ParseError`] if the body is not JSON (nesting deeper than serde_json's limit
 /// of 128 counts as not JSON), [`Rejection::BatchedInitialize`] if it is a batch holding an
 /// `initialize` request.
+#[cfg(feature = "mcp")]
 pub(crate) fn is_initialize(body: &[u8]) -> Result<bool, Rejection> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| Rejection::ParseError)?;
-    // A request, not a notification: it must carry a string or number id to be answered
-    // with the InitializeResult that assigns the session.
-    let is_init = |v: &serde_json::Value| {
-        v.get("method").and_then(|m| m.as_str()) == Some("initialize")
-            && v.get("id")
-                .is_some_and(|id| id.is_string() || id.is_number())
-    };
-    match &value {
-        serde_json::Value::Array(batch) if batch.iter().any(is_init) => {
-            Err(Rejection::BatchedInitialize)
+    match serde_json::from_slice::<probe::Message>(body) {
+        Ok(probe::Message::Single(is_init)) => Ok(is_init),
+        Ok(probe::Message::Batch(false)) => Ok(false),
+        Ok(probe::Message::Batch(true)) => Err(Rejection::BatchedInitialize),
+        Err(_) => Err(Rejection::ParseError),
+    }
+}
+
+/// Serde visitors that look at a JSON-RPC message without keeping it.
+#[cfg(feature = "mcp")]
+mod probe {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// A message: one value (is it an `initialize` request?) or a batch (does it hold one?).
+    pub(super) enum Message {
+        Single(bool),
+        Batch(bool),
+    }
+
+    impl<'de> de::Deserialize<'de> for Message {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(MessageVisitor)
         }
-        value => Ok(is_init(value)),
+    }
+
+    struct MessageVisitor;
+
+    impl<'de> Visitor<'de> for MessageVisitor {
+        type Value = Message;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
+            Ok(Message::Single(request(map)?))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Message, A::Error> {
+            let mut any = false;
+            while let Some(Element(is_init)) = seq.next_element()? {
+                any |= is_init;
+            }
+            Ok(Message::Batch(any))
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Message, E> {
+            Ok(Message::Single(false))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Message, E> {
+            Ok(Message::Single(false))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Message, E> {
+            Ok(Message::Single(false))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Message, E> {
+            Ok(Message::Single(false))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Message, E> {
+            Ok(Message::Single(false))
+        }
+        fn visit_unit<E>(self) -> Result<Message, E> {
+            Ok(Message::Single(false))
+        }
+    }
+
+    /// One element of a batch: is it an `initialize` request? Any JSON value is accepted.
+    struct Element(bool);
+
+    impl<'de> de::Deserialize<'de> for Element {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            match d.deserialize_any(MessageVisitor)? {
+                Message::Single(is_init) => Ok(Element(is_init)),
+                // A batch inside a batch is no request.
+                Message::Batch(_) => Ok(Element(false)),
+            }
+        }
+    }
+
+    /// Reads an object's `method` and `id` (the last of repeated keys wins, as with
+    /// `serde_json::Value`), skipping everything else.
+    fn request<'de, A: MapAccess<'de>>(mut map: A) -> Result<bool, A::Error> {
+        let mut method_is_initialize = false;
+        let mut id_ok = false;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Method => method_is_initialize = map.next_value::<Method>()?.0,
+                Key::Id => id_ok = map.next_value::<Id>()?.0,
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(method_is_initialize && id_ok)
+    }
+
+    enum Key {
+        Method,
+        Id,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                    Ok(match key {
+                        "method" => Key::Method,
+                        "id" => Key::Id,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// Whether a value is the string `"initialize"`; any other value counts as not.
+    struct Method(bool);
+
+    impl<'de> de::Deserialize<'de> for Method {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(IsStr("initialize")).map(Method)
+        }
+    }
+
+    /// Whether a value is a valid JSON-RPC request id: a string or a number.
+    struct Id(bool);
+
+    impl<'de> de::Deserialize<'de> for Id {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = bool;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an id")
+                }
+                fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+                    Ok(true)
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+                    Ok(true)
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+                    Ok(true)
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+                    Ok(true)
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+                    Ok(false)
+                }
+                fn visit_unit<E>(self) -> Result<bool, E> {
+                    Ok(false)
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(false)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(false)
+                }
+            }
+            d.deserialize_any(V).map(Id)
+        }
+    }
+
+    /// A visitor accepting any value: `true` if it is the given string.
+    struct IsStr(&'static str);
+
+    impl<'de> Visitor<'de> for IsStr {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a value")
+        }
+        fn visit_str<E>(self, s: &str) -> Result<bool, E> {
+            Ok(s == self.0)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(false)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(false)
+        }
     }
 }
 
@@ -109,6 +309,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "mcp")]
     fn detects_initialize() {
         let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
         assert_eq!(is_initialize(init), Ok(true));
@@ -127,5 +328,29 @@ mod tests {
         );
         let deep = "[".repeat(10_000);
         assert_eq!(is_initialize(deep.as_bytes()), Err(Rejection::ParseError));
+        // Escapes in the method name, the last of repeated keys, ids of every kind.
+        let escaped = br#"{"id":"a","method":"initi\u0061lize"}"#;
+        assert_eq!(is_initialize(escaped), Ok(true));
+        let repeated = br#"{"id":1,"method":"initialize","method":"ping"}"#;
+        assert_eq!(is_initialize(repeated), Ok(false));
+        for id in ["1.5", "-3", r#""x""#] {
+            let body = format!(r#"{{"id":{id},"method":"initialize","params":{{"a":[1,{{}}]}}}}"#);
+            assert_eq!(is_initialize(body.as_bytes()), Ok(true), "{id}");
+        }
+        for id in ["true", "{}", "[1]"] {
+            let body = format!(r#"{{"id":{id},"method":"initialize"}}"#);
+            assert_eq!(is_initialize(body.as_bytes()), Ok(false), "{id}");
+        }
+        for other in [
+            "[]",
+            "[0,0,0]",
+            "null",
+            "42",
+            r#""initialize""#,
+            r#"[[{"id":1,"method":"initialize"}]]"#,
+        ] {
+            assert_eq!(is_initialize(other.as_bytes()), Ok(false), "{other}");
+        }
+        assert_eq!(is_initialize(b"{} x"), Err(Rejection::ParseError));
     }
 }

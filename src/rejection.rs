@@ -12,14 +12,18 @@
 //! | [`BatchedInitialize`](Rejection::BatchedInitialize) | 400 Bad Request | -32600 |
 //! | [`SessionNotFound`](Rejection::SessionNotFound) | 404 Not Found | -32001 |
 //! | [`MethodNotAllowed`](Rejection::MethodNotAllowed) | 405 Method Not Allowed, `Allow` | -32000 |
+//! | [`RequestTimeout`](Rejection::RequestTimeout) | 408 Request Timeout | -32000 |
 //! | [`PayloadTooLarge`](Rejection::PayloadTooLarge) | 413 Payload Too Large | -32000 |
+//! | [`ClientSessionLimit`](Rejection::ClientSessionLimit) | 429 Too Many Requests, `Retry-After` | -32000 |
 //! | [`FactoryFailed`](Rejection::FactoryFailed) | 500 Internal Server Error | -32603 |
 //! | [`TooManySessions`](Rejection::TooManySessions) | 503 Service Unavailable, `Retry-After` | -32000 |
+//! | [`Busy`](Rejection::Busy) | 503 Service Unavailable, `Retry-After` | -32000 |
 //! | [`ShuttingDown`](Rejection::ShuttingDown) | 503 Service Unavailable | -32000 |
 //!
 //! Replace the responses with [`SessionLayer::rejection`](crate::SessionLayer::rejection),
 //! e.g. to answer gRPC clients with a `grpc-status`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -54,12 +58,24 @@ pub enum Rejection {
     SessionNotFound,
     /// The HTTP method is not served here; holds the methods for the `Allow` header.
     MethodNotAllowed(&'static str),
+    /// The body of a request that may open a session did not arrive within the
+    /// [peek timeout](crate::SessionLayer::peek_timeout).
+    RequestTimeout,
     /// The body of a request that may open a session exceeds the peek limit (bytes).
     PayloadTooLarge(usize),
+    /// The principal or client of an opening request already holds its most sessions
+    /// ([`max_sessions_per_principal`](crate::SessionLayer::max_sessions_per_principal),
+    /// [`max_sessions_per_client`](crate::SessionLayer::max_sessions_per_client)); clients
+    /// should retry after the given delay.
+    ClientSessionLimit(Duration),
     /// The session factory returned an error; nothing was stored.
     FactoryFailed,
     /// The session limit is reached; clients should retry after the given delay.
     TooManySessions(Duration),
+    /// The bodies being read from clients without a session already hold the
+    /// [peek budget](crate::SessionLayer::peek_budget); clients should retry after the given
+    /// delay.
+    Busy(Duration),
     /// [`Sessions::shutdown`](crate::Sessions::shutdown) was called; no session opens.
     ShuttingDown,
 }
@@ -83,6 +99,15 @@ impl fmt::Display for InvalidSessionHeader {
     }
 }
 
+impl std::error::Error for InvalidSessionHeader {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Repeated => None,
+            Self::Invalid(e) => Some(e),
+        }
+    }
+}
+
 impl Rejection {
     /// The HTTP status of the default response.
     pub fn status(&self) -> StatusCode {
@@ -94,9 +119,13 @@ impl Rejection {
             | Self::BatchedInitialize => StatusCode::BAD_REQUEST,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientSessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::FactoryFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::TooManySessions(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManySessions(_) | Self::Busy(_) | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -112,13 +141,15 @@ impl Rejection {
     }
 
     /// The JSON-RPC error message of the default body.
-    pub fn message(&self) -> String {
+    pub fn message(&self) -> Cow<'static, str> {
         match self {
             Self::MissingSessionId(header) if *header == MCP_SESSION_ID => {
                 "Bad Request: Mcp-Session-Id header is required".into()
             }
-            Self::MissingSessionId(header) => format!("Bad Request: {header} header is required"),
-            Self::InvalidSessionId(why) => format!("Bad Request: invalid session id: {why}"),
+            Self::MissingSessionId(header) => {
+                format!("Bad Request: {header} header is required").into()
+            }
+            Self::InvalidSessionId(why) => format!("Bad Request: invalid session id: {why}").into(),
             Self::InvalidProtocolVersion => "Bad Request: Unsupported protocol version".into(),
             Self::ParseError => "Parse error".into(),
             Self::BatchedInitialize => {
@@ -126,11 +157,18 @@ impl Rejection {
             }
             Self::SessionNotFound => "Session not found".into(),
             Self::MethodNotAllowed(_) => "Method not allowed".into(),
+            Self::RequestTimeout => {
+                "Request timeout: the request body was not received in time".into()
+            }
             Self::PayloadTooLarge(limit) => {
-                format!("Payload too large: the limit is {limit} bytes")
+                format!("Payload too large: the limit is {limit} bytes").into()
+            }
+            Self::ClientSessionLimit(_) => {
+                "Too many requests: too many sessions for this client".into()
             }
             Self::FactoryFailed => "Internal error: the session could not be created".into(),
             Self::TooManySessions(_) => "Service unavailable: too many sessions".into(),
+            Self::Busy(_) => "Service unavailable: too many sessions being opened".into(),
             Self::ShuttingDown => "Service unavailable: shutting down".into(),
         }
     }
@@ -138,13 +176,14 @@ impl Rejection {
     /// The default response: the status, a JSON-RPC error body
     /// `{"jsonrpc":"2.0","error":{"code":..,"message":..},"id":null}` with
     /// `Content-Type: application/json`, plus `Allow` on 405 and `Retry-After` (whole
-    /// seconds, at least 1) on 503 for [`TooManySessions`](Self::TooManySessions).
+    /// seconds, at least 1) on 429 and on 503 for a full table or a busy peek budget.
     pub fn to_response(&self) -> Response<Bytes> {
-        let message = serde_json::Value::from(self.message());
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":{message}}},"id":null}}"#,
+        let mut body = format!(
+            r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":""#,
             self.json_rpc_code()
         );
+        escape_json_into(&self.message(), &mut body);
+        body.push_str(r#""},"id":null}"#);
         let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -156,12 +195,33 @@ impl Rejection {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::TooManySessions(after) => {
+            Self::TooManySessions(after) | Self::Busy(after) | Self::ClientSessionLimit(after) => {
                 headers.insert(header::RETRY_AFTER, after.as_secs().max(1).into());
             }
             _ => {}
         }
         response
+    }
+}
+
+/// Appends `text` to `out` as the inside of a JSON string.
+fn escape_json_into(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidSessionId(why) => Some(why),
+            _ => None,
+        }
     }
 }
 
@@ -183,6 +243,13 @@ mod tests {
             response.body().as_ref(),
             br#"{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}"#
         );
+    }
+
+    #[test]
+    fn messages_are_escaped() {
+        let mut out = String::new();
+        escape_json_into("a\"b\\c\n", &mut out);
+        assert_eq!(out, r#"a\"b\\c\u000a"#);
     }
 
     #[test]

@@ -7,42 +7,39 @@
 //! 2. The [`sessionless`](crate::SessionLayer::sessionless) predicate, if any.
 //! 3. MCP profile only: methods other than GET, POST and DELETE get 405.
 //! 4. The session header: repeated or malformed gets 400; absent means the request may open a
-//!    session ([`OpenPolicy`](crate::OpenPolicy)), else 400.
-//! 5. DELETE closes the session (204) or gets 405 if termination is off.
+//!    session (see [`open`](crate::open)), else 400.
+//! 5. A request the [`ClosePolicy`](crate::ClosePolicy) claims closes the session (204), or
+//!    gets 405 if the policy refuses DELETE.
 //! 6. Anything else is routed to the session's service, or gets 404.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::ServiceExt;
-use tower::util::Oneshot;
 use tower_service::Service;
 
-use crate::body::{RequestBody, ResponseBody, SessionGuard};
+use crate::body::{BoxError, RequestBody, ResponseBody, SessionGuard};
+use crate::config::Config;
 use crate::factory::SessionFactory;
 use crate::future::ResponseFuture;
-use crate::id::{self, SessionId};
-use crate::info::{Principal, SessionInfo};
-use crate::layer::Config;
-use crate::lifecycle::{self, CloseReason};
+use crate::hooks::CloseReason;
+use crate::id;
+use crate::info::Principal;
 use crate::mcp;
-use crate::policy::OpenKind;
-use crate::registry::{DynEntry, Entry, Registry, Reserve};
+use crate::open::Opening;
+use crate::policy::CloseKind;
+use crate::registry::{DynEntry, Registry};
 use crate::rejection::{InvalidSessionHeader, Rejection};
-
-/// Attempts at minting an id that is valid and not live before giving up with 500.
-const MINT_ATTEMPTS: usize = 3;
+use crate::session::Session;
+use crate::sessions::Sessions;
 
 /// `Allow` of the MCP endpoint.
 const ALLOW_ALL: &str = "GET, POST, DELETE";
-/// `Allow` of the MCP endpoint when DELETE does not terminate sessions.
+/// `Allow` of the MCP endpoint when DELETE does not close sessions.
 const ALLOW_NO_DELETE: &str = "GET, POST";
 
 /// Middleware that gives the inner service sessions; built by
@@ -50,27 +47,25 @@ const ALLOW_NO_DELETE: &str = "GET, POST";
 ///
 /// `poll_ready` is always ready: the inner or per-session service is cloned and driven to
 /// readiness inside the [`ResponseFuture`]. Every decision of the layer is a response; the
-/// only errors are the services' own.
+/// only errors are the services' own (the per-session service's converted with `Into`).
 pub struct SessionService<S, F> {
     inner: S,
     factory: F,
-    config: Arc<Config>,
     registry: Arc<Registry>,
 }
 
 impl<S, F> SessionService<S, F> {
-    pub(crate) fn new(inner: S, factory: F, config: Arc<Config>, registry: Arc<Registry>) -> Self {
+    pub(crate) fn new(inner: S, factory: F, registry: Arc<Registry>) -> Self {
         Self {
             inner,
             factory,
-            config,
             registry,
         }
     }
 
     /// A handle to the session table this service routes to.
-    pub fn sessions(&self) -> crate::Sessions {
-        crate::Sessions {
+    pub fn sessions(&self) -> Sessions {
+        Sessions {
             registry: Arc::clone(&self.registry),
         }
     }
@@ -79,6 +74,16 @@ impl<S, F> SessionService<S, F> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped inner service; the session table lives on in other handles.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: Clone, F: Clone> Clone for SessionService<S, F> {
@@ -86,7 +91,6 @@ impl<S: Clone, F: Clone> Clone for SessionService<S, F> {
         Self {
             inner: self.inner.clone(),
             factory: self.factory.clone(),
-            config: Arc::clone(&self.config),
             registry: Arc::clone(&self.registry),
         }
     }
@@ -101,21 +105,15 @@ impl<S: fmt::Debug, F> fmt::Debug for SessionService<S, F> {
     }
 }
 
-type Req<B> = Request<RequestBody<B>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Req<B> = Request<RequestBody<B>>;
 
-/// The response of the layer's own making.
-fn reject<ResBody>(config: &Config, rejection: Rejection) -> Response<ResponseBody<ResBody>> {
+/// The response of the layer's own making, before it is typed as a [`ResponseBody`].
+pub(crate) fn reject(config: &Config, rejection: Rejection) -> Response<Bytes> {
     tracing::debug!(%rejection, "request rejected");
-    let response = match &config.rejection {
+    match &config.rejection {
         Some(responder) => responder(&rejection),
         None => rejection.to_response(),
-    };
-    response.map(ResponseBody::rejection)
-}
-
-fn missing(config: &Config) -> Rejection {
-    Rejection::MissingSessionId(config.header.clone())
+    }
 }
 
 /// The single value of the session header: `Ok(None)` if absent.
@@ -133,12 +131,14 @@ fn session_header<'a, B>(
     let bytes = value.as_bytes();
     id::validate(bytes)
         .map_err(|e| Rejection::InvalidSessionId(InvalidSessionHeader::Invalid(e)))?;
-    // Visible ASCII is valid UTF-8.
-    Ok(std::str::from_utf8(bytes).ok())
+    // Visible ASCII is valid UTF-8; `validate` guarantees it, so this never fails.
+    std::str::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| Rejection::InvalidSessionId(InvalidSessionHeader::Repeated))
 }
 
 /// Runs `f` on the request's parts; predicates and extractors see `Parts`, not the body.
-fn with_parts<B, T>(req: Request<B>, f: impl FnOnce(&Parts) -> T) -> (Request<B>, T) {
+pub(crate) fn with_parts<B, T>(req: Request<B>, f: impl FnOnce(&Parts) -> T) -> (Request<B>, T) {
     let (parts, body) = req.into_parts();
     let out = f(&parts);
     (Request::from_parts(parts, body), out)
@@ -170,40 +170,54 @@ fn sessionless<B>(config: &Config, req: Request<B>) -> (Request<B>, Result<bool,
     }
 }
 
-impl<S, F, B, ResBody> Service<Request<B>> for SessionService<S, F>
+/// Whether the close policy claims a request with a session id: `Some(Ok(()))` closes,
+/// `Some(Err(_))` refuses with 405, `None` routes it.
+fn claimed<B>(config: &Config, req: Request<B>) -> (Request<B>, Option<Result<(), Rejection>>) {
+    let delete = req.method() == Method::DELETE;
+    match &config.close.0 {
+        CloseKind::Never => (req, None),
+        CloseKind::Delete => (req, delete.then_some(Ok(()))),
+        CloseKind::RefuseDelete => (
+            req,
+            delete.then_some(Err(Rejection::MethodNotAllowed(ALLOW_NO_DELETE))),
+        ),
+        CloseKind::When(predicate) => {
+            let (req, yes) = with_parts(req, |parts| predicate(parts));
+            (req, yes.then_some(Ok(())))
+        }
+    }
+}
+
+impl<S, F, B, IB, SB> Service<Request<B>> for SessionService<S, F>
 where
-    S: Service<Req<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Req<B>, Response = Response<IB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     F: SessionFactory<S>,
-    F::Service: Service<Req<B>, Response = Response<ResBody>, Error = S::Error>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F::Service: Service<Req<B>, Response = Response<SB>> + Clone + Send + Sync + 'static,
+    <F::Service as Service<Req<B>>>::Error: Into<S::Error>,
     <F::Service as Service<Req<B>>>::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError> + Send,
-    ResBody: Send + 'static,
+    B::Error: Into<BoxError>,
+    IB: Send + 'static,
+    SB: Send + 'static,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResponseBody<SB, IB>>;
     type Error = S::Error;
-    type Future =
-        ResponseFuture<Oneshot<S, Req<B>>, Oneshot<F::Service, Req<B>>, ResBody, S::Error>;
+    type Future = ResponseFuture<S, F::Service, B>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        lifecycle::ensure_sweeper(&self.registry);
-        let config = &*self.config;
+        crate::sweeper::ensure_started(&self.registry);
+        let config = &self.registry.config;
 
         let (req, skip) = sessionless(config, req);
         match skip {
             Ok(true) => {
-                let inner = self.inner.clone();
-                return ResponseFuture::sessionless(inner.oneshot(req.map(RequestBody::new)));
+                return ResponseFuture::inner(self.inner.clone(), req.map(RequestBody::new));
             }
             Ok(false) => {}
             Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
@@ -212,7 +226,7 @@ where
         let method = req.method();
         if config.mcp && method != Method::GET && method != Method::POST && method != Method::DELETE
         {
-            let allow = if config.terminate_on_delete {
+            let allow = if config.close.allows_delete() {
                 ALLOW_ALL
             } else {
                 ALLOW_NO_DELETE
@@ -220,58 +234,64 @@ where
             return ResponseFuture::ready(reject(config, Rejection::MethodNotAllowed(allow)));
         }
 
-        let (mut req, principal) = principal_of(config, req);
+        let (req, principal) = principal_of(config, req);
         // Does the request belong to the session? (Only asked when principals are bound.)
         let owns = |entry: &DynEntry| {
             config.principal.is_none() || entry.info.principal() == principal.as_ref()
         };
-        let entry = match session_header(config, &req) {
+        let (mut req, claim) = claimed(config, req);
+        let id = match session_header(config, &req) {
             Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
             Ok(None) => {
-                // Opening a session reads the body and awaits the factory: boxed, off the hot path.
+                // Opening a session may read the body and awaits the factory: boxed, off the
+                // hot path.
                 let opening = Opening {
                     inner: self.inner.clone(),
                     factory: self.factory.clone(),
-                    config: Arc::clone(&self.config),
                     registry: Arc::clone(&self.registry),
                 };
                 return ResponseFuture::open(Box::pin(opening.run(req, principal)));
             }
-            Ok(Some(id)) if req.method() == Method::DELETE => {
-                return ResponseFuture::ready(self.delete(id, owns));
-            }
-            Ok(Some(id)) => self.registry.acquire(id, owns),
+            Ok(Some(id)) => id,
         };
-        let Some(entry) = entry else {
+        match claim {
+            Some(Ok(())) => return ResponseFuture::ready(self.close(id, owns)),
+            Some(Err(rejection)) => return ResponseFuture::ready(reject(config, rejection)),
+            None => {}
+        }
+        let Some(entry) = self.registry.acquire(id, owns) else {
             return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
         };
         // From here on the request counts as in flight; dropping the guard undoes that.
         let guard = SessionGuard::new(entry, self.registry.epoch());
         let entry = guard.entry();
-        let service = (&entry.service as &dyn Any).downcast_ref::<F::Service>();
+        let service = entry.slot.service().downcast_ref::<F::Service>();
         let service = match service {
             Some(service) if !entry.is_closed() => service.clone(),
-            // Closed since the lookup, or stored by a layer clone wrapping another service.
-            _ => return ResponseFuture::ready(reject(config, Rejection::SessionNotFound)),
+            Some(_) => return ResponseFuture::ready(reject(config, Rejection::SessionNotFound)),
+            None => {
+                // A table shared by layer clones wrapping services of different types.
+                tracing::error!(
+                    session = %entry.info.id().redacted(),
+                    "session stored by a layer clone with another per-session service type; \
+                     build every service of one table from the same factory"
+                );
+                return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
+            }
         };
         if config.session_info_extension {
-            req.extensions_mut().insert(entry.info.clone());
+            req.extensions_mut().insert(Session {
+                entry: Arc::clone(entry),
+            });
         }
-        ResponseFuture::session(service.oneshot(req.map(RequestBody::new)), guard)
+        ResponseFuture::session(service, req.map(RequestBody::new), guard)
     }
 }
 
 impl<S, F> SessionService<S, F> {
-    /// Answers DELETE with a session id: 204 after closing it, 404, or 405.
-    fn delete<ResBody>(
-        &self,
-        id: &str,
-        owns: impl FnOnce(&DynEntry) -> bool,
-    ) -> Response<ResponseBody<ResBody>> {
-        let config = &*self.config;
-        if !config.terminate_on_delete {
-            return reject(config, Rejection::MethodNotAllowed(ALLOW_NO_DELETE));
-        }
+    /// Answers a request the close policy claims: 204 after closing its session, or 404.
+    fn close(&self, id: &str, owns: impl FnOnce(&DynEntry) -> bool) -> Response<Bytes> {
+        let config = &self.registry.config;
         let closed = match self.registry.get(id) {
             Some(entry) if owns(&entry) => self.registry.close(id, CloseReason::Deleted),
             _ => false,
@@ -279,158 +299,8 @@ impl<S, F> SessionService<S, F> {
         if !closed {
             return reject(config, Rejection::SessionNotFound);
         }
-        let mut response = Response::new(ResponseBody::rejection(Bytes::new()));
+        let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
-    }
-}
-
-/// Everything the opening of one session needs, moved into its future.
-struct Opening<S, F> {
-    inner: S,
-    factory: F,
-    config: Arc<Config>,
-    registry: Arc<Registry>,
-}
-
-impl<S, F> Opening<S, F> {
-    async fn run<B, ResBody>(
-        self,
-        req: Request<B>,
-        principal: Option<Principal>,
-    ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
-    where
-        S: Service<Req<B>, Response = Response<ResBody>>,
-        F: SessionFactory<S>,
-        F::Service: Service<Req<B>, Response = Response<ResBody>, Error = S::Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        B: Body<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        let config = &*self.config;
-        let (parts, body) = req.into_parts();
-        let body = match &config.open.0 {
-            OpenKind::AnyRequest => RequestBody::new(body),
-            OpenKind::When(opens) if opens(&parts) => RequestBody::new(body),
-            OpenKind::When(_) => return Ok(reject(config, missing(config))),
-            OpenKind::McpInitialize => {
-                if parts.method != Method::POST {
-                    return Ok(reject(config, missing(config)));
-                }
-                match peek_initialize(config, &parts, body).await {
-                    Ok(bytes) => RequestBody::peeked(bytes),
-                    Err(rejection) => return Ok(reject(config, rejection)),
-                }
-            }
-        };
-
-        let reservation = match self.registry.reserve() {
-            Reserve::Reserved(reservation) => reservation,
-            Reserve::Full => {
-                tracing::warn!(
-                    max = self.registry.settings.max_sessions(),
-                    "session limit reached"
-                );
-                return Ok(reject(
-                    config,
-                    Rejection::TooManySessions(config.retry_after),
-                ));
-            }
-            Reserve::ShutDown => return Ok(reject(config, Rejection::ShuttingDown)),
-        };
-        let Some(id) = self.mint() else {
-            return Ok(reject(config, Rejection::FactoryFailed));
-        };
-        let info = SessionInfo::new(id, principal);
-        let service = match self.factory.make_session(info.clone(), self.inner).await {
-            Ok(service) => service,
-            Err(error) => {
-                tracing::error!(%error, session_id = %info.id(), "session factory failed");
-                return Ok(reject(config, Rejection::FactoryFailed));
-            }
-        };
-
-        let entry = Arc::new(Entry::new(
-            info.clone(),
-            service.clone(),
-            self.registry.now(),
-        ));
-        // `Entry::new` counted the opening request in flight; the guard owns that count. The
-        // opening request went through a factory and may wait on its service: stamp its end.
-        let mut guard = SessionGuard::new(entry.clone(), self.registry.epoch());
-        guard.waited();
-        let mut req = Request::from_parts(parts, body);
-        req.extensions_mut().insert(info.clone());
-        let mut response = service.oneshot(req).await?;
-        let keep = match &config.keep_session {
-            Some(keep) => keep(response.status(), response.headers()),
-            // MCP: the id is assigned only with a successful InitializeResult.
-            None => response.status().is_success(),
-        };
-        if !keep {
-            return Ok(response.map(ResponseBody::inner));
-        }
-        if !self.registry.commit(entry, reservation) {
-            let rejection = if self.registry.is_shut_down() {
-                Rejection::ShuttingDown
-            } else {
-                tracing::error!(session_id = %info.id(), "minted session id collided");
-                Rejection::FactoryFailed
-            };
-            return Ok(reject(config, rejection));
-        }
-        let value =
-            HeaderValue::from_str(info.id().as_str()).expect("session ids are visible ASCII");
-        response.headers_mut().insert(config.header.clone(), value);
-        tracing::debug!(session_id = %info.id(), "session opened");
-        Ok(response.map(|body| ResponseBody::guarded(body, Some(guard))))
-    }
-
-    /// A fresh id: valid, and not naming a live session.
-    fn mint(&self) -> Option<SessionId> {
-        for _ in 0..MINT_ATTEMPTS {
-            let raw = self.config.make_id.make_session_id();
-            match SessionId::parse(&raw) {
-                Ok(id) if !self.registry.contains_key(id.as_str()) => return Some(id),
-                Ok(_) => tracing::warn!("session id generator returned a live id"),
-                Err(error) => {
-                    tracing::error!(%error, "session id generator returned an invalid id")
-                }
-            }
-        }
-        None
-    }
-}
-
-/// Reads the body of a request without an id and checks it is an `initialize` request.
-async fn peek_initialize<B>(config: &Config, parts: &Parts, body: B) -> Result<Bytes, Rejection>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let limit = config.peek_limit;
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Rejection::PayloadTooLarge(limit));
-    }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<LengthLimitError>() => {
-            return Err(Rejection::PayloadTooLarge(limit));
-        }
-        // The client broke off the body: nothing readable to parse.
-        Err(_) => return Err(Rejection::ParseError),
-    };
-    if mcp::is_initialize(&bytes)? {
-        Ok(bytes)
-    } else {
-        Err(missing(config))
     }
 }

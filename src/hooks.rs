@@ -1,0 +1,48 @@
+//! Session events: why a session ended ([`CloseReason`]) and the hooks that observe opens and
+//! closes ([`SessionLayer::on_open`](crate::SessionLayer::on_open),
+//! [`SessionLayer::on_close`](crate::SessionLayer::on_close)).
+//!
+//! Hooks receive the session's [`SessionInfo`] and nothing that could keep the session table
+//! alive, so a hook can never form a reference cycle with the table it observes. Every
+//! `on_open` is followed by exactly one `on_close` for the same session, and `on_close` never
+//! runs for a session whose id was not sent to a client (see
+//! [`Entry`](crate::registry) for the handshake that guarantees both).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::id::SessionId;
+use crate::info::SessionInfo;
+
+/// Why a session was closed; given to the [`on_close`](crate::SessionLayer::on_close) hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent a request the [`ClosePolicy`](crate::ClosePolicy) claims: in MCP, DELETE
+    /// with the session's id (MCP 2025-11-25, Streamable HTTP, Session Management: clients
+    /// SHOULD terminate sessions they no longer need).
+    Deleted,
+    /// No request used the session for the idle timeout, and none was in flight.
+    Expired,
+    /// The session reached its [`max_lifetime`](crate::SessionLayer::max_lifetime).
+    LifetimeEnded,
+    /// The session table was full and this session was picked to make room
+    /// ([`evict_idlest`](crate::SessionLayer::evict_idlest)).
+    Evicted,
+    /// Closed by [`Sessions::close`](crate::Sessions::close) or
+    /// [`Sessions::close_where`](crate::Sessions::close_where).
+    Closed,
+    /// Closed by [`Sessions::shutdown`](crate::Sessions::shutdown).
+    Shutdown,
+}
+
+pub(crate) type OnOpen = Arc<dyn Fn(&SessionInfo) + Send + Sync>;
+pub(crate) type OnClose = Arc<dyn Fn(&SessionInfo, CloseReason) + Send + Sync>;
+
+/// Runs `hook`, catching and logging a panic: a faulty hook must not take down the request,
+/// the sweeper or the caller of [`Sessions`](crate::Sessions).
+pub(crate) fn run_guarded(what: &str, id: &SessionId, hook: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(hook)).is_err() {
+        tracing::error!(session = %id.redacted(), "{what} hook panicked");
+    }
+}

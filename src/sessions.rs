@@ -1,0 +1,158 @@
+//! The [`Sessions`] handle: count, inspect, close and shut down the sessions of one table.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use crate::hooks::CloseReason;
+use crate::id::SessionId;
+use crate::info::SessionInfo;
+use crate::registry::{Registry, SessionSnapshot};
+
+/// A handle to the live sessions of one session table: count them, look them up, reach their
+/// state, close one, some or all.
+///
+/// Get it from [`SessionLayer::sessions`](crate::SessionLayer::sessions) or
+/// [`SessionService::sessions`](crate::SessionService::sessions). Cheap to clone; all clones
+/// share the table. A handle keeps the table alive; hold a [`WeakSessions`] (from
+/// [`downgrade`](Self::downgrade)) where that would form a cycle, e.g. inside a per-session
+/// service or its state.
+#[derive(Clone)]
+pub struct Sessions {
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Sessions {
+    /// Number of sessions in the table. Sessions that have ended by time count until a request
+    /// for them, the sweeper or a full table reclaims them. O(shards).
+    pub fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Whether the table holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` names a live (open, not expired) session. A session found to have ended by
+    /// time is closed on the way ([`CloseReason::Expired`] or
+    /// [`CloseReason::LifetimeEnded`]), as a request for it would.
+    pub fn contains(&self, id: &str) -> bool {
+        self.registry.get(id).is_some()
+    }
+
+    /// The [`SessionInfo`] of a live session, or `None` if `id` is unknown or has ended.
+    pub fn get(&self, id: &str) -> Option<SessionInfo> {
+        self.registry.get(id).map(|entry| entry.info.clone())
+    }
+
+    /// A clone of the typed state the [`SessionFactory`](crate::SessionFactory) returned for
+    /// session `id`; `None` if the session is not live or its state is not a `T`. Keep shared
+    /// parts of the state in an `Arc` (or a channel sender) so that the clone reaches them.
+    pub fn state<T: Clone + 'static>(&self, id: &str) -> Option<T> {
+        let entry = self.registry.get(id)?;
+        entry.slot.state().downcast_ref::<T>().cloned()
+    }
+
+    /// The ids of all sessions in the table, in no particular order.
+    pub fn ids(&self) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        self.registry
+            .for_each(|entry, _| ids.push(entry.info.id().clone()));
+        ids
+    }
+
+    /// Every session in the table with its idle time and requests in flight, in no particular
+    /// order. Takes one shard's read lock at a time.
+    pub fn snapshot(&self) -> Vec<SessionSnapshot> {
+        let mut all = Vec::new();
+        self.registry
+            .for_each(|entry, now| all.push(SessionSnapshot::of(entry, now)));
+        all
+    }
+
+    /// Closes session `id` with [`CloseReason::Closed`]: removes it, ends its open response
+    /// streams, drops its service once in-flight requests finish and runs the close hook.
+    /// Returns `false` if no such session was live. With the default id generator a closed id
+    /// is never issued again; a custom generator that repeats ids may reissue it.
+    pub fn close(&self, id: &str) -> bool {
+        self.registry.close(id, CloseReason::Closed)
+    }
+
+    /// Closes every session whose info `pick` selects, with [`CloseReason::Closed`] (e.g. all
+    /// sessions of a principal whose token was revoked), and returns how many. `pick` runs
+    /// without any table lock held.
+    pub fn close_where(&self, pick: impl FnMut(&SessionInfo) -> bool) -> usize {
+        self.registry.close_where(pick, CloseReason::Closed)
+    }
+
+    /// Closes every session with [`CloseReason::Shutdown`], stops the sweeper and refuses new
+    /// sessions from now on (503 Service Unavailable). Requests that carry an id get 404.
+    /// Returns how many sessions were closed. Call it on graceful shutdown: it ends the open
+    /// response streams, so that connections can finish.
+    pub fn shutdown(&self) -> usize {
+        self.registry.shutdown()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.registry.is_shut_down()
+    }
+
+    /// Closes every session that has ended by time now and returns how many; the sweeper does
+    /// this on its own every sweep interval.
+    pub fn sweep(&self) -> usize {
+        self.registry.sweep()
+    }
+
+    /// The session limit in force.
+    pub fn max_sessions(&self) -> usize {
+        self.registry.max_sessions()
+    }
+
+    /// Changes the session limit at run time (the one setting that can change after the table
+    /// exists). Lowering it closes nothing: opens are refused until enough sessions end.
+    pub fn set_max_sessions(&self, max: usize) {
+        self.registry.set_max_sessions(max);
+    }
+
+    /// A handle that does not keep the table alive.
+    pub fn downgrade(&self) -> WeakSessions {
+        WeakSessions {
+            registry: Arc::downgrade(&self.registry),
+        }
+    }
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("len", &self.len())
+            .field("max_sessions", &self.max_sessions())
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
+
+/// A [`Sessions`] handle that does not keep the session table alive; see
+/// [`Sessions::downgrade`].
+#[derive(Clone, Default)]
+pub struct WeakSessions {
+    registry: Weak<Registry>,
+}
+
+impl WeakSessions {
+    /// The handle, if the table still exists (some layer, service or `Sessions` holds it).
+    pub fn upgrade(&self) -> Option<Sessions> {
+        self.registry
+            .upgrade()
+            .map(|registry| Sessions { registry })
+    }
+}
+
+impl fmt::Debug for WeakSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakSessions")
+            .field("alive", &(self.registry.strong_count() > 0))
+            .finish()
+    }
+}
