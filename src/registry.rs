@@ -647,21 +647,24 @@ impl Registry {
         self.sweep() > 0
     }
 
-    /// Closes one session, picked among a sample of a few entries of a few shards: the one
-    /// whose last request (or activity, see [`EvictBy`]) is oldest. O(1) per eviction.
+    /// Closes one session, picked among a sample of a few entries of a few non-empty shards:
+    /// the one whose last request (or activity, see [`EvictBy`]) is oldest. O(1) per eviction
+    /// however many sessions there are (at most all shards are looked at, when nearly all are
+    /// empty).
     fn evict_one(&self, by: EvictBy) -> bool {
         let cursor = self.evict_cursor.fetch_add(1, Ordering::Relaxed);
+        let mix = self.hasher.hash_one(cursor);
         let mut best: Option<(u64, Arc<DynEntry>)> = None;
-        for k in 0..EVICT_SAMPLE_SHARDS {
-            // Spread the shards looked at (an odd stride visits every shard) and the place in
-            // each shard where the sample starts.
-            let mix = self.hasher.hash_one((cursor, k));
-            let shard = &self.shards[(cursor * 97 + k * 61 + mix as usize) & (SHARDS - 1)];
+        let mut sampled = 0;
+        for k in 0..SHARDS {
+            // An odd stride from a random start visits every shard once.
+            let shard = &self.shards[(mix as usize).wrapping_add(k * 97) & (SHARDS - 1)];
             let table = shard.read();
-            let skip = match table.len() {
-                0 => continue,
-                len => (mix >> 32) as usize % len,
-            };
+            if table.is_empty() {
+                continue;
+            }
+            // Start the sample at a random place in the shard.
+            let skip = (mix >> 32) as usize % table.len();
             for entry in table
                 .iter()
                 .skip(skip)
@@ -677,6 +680,10 @@ impl Registry {
                 {
                     best = Some((rank, Arc::clone(entry)));
                 }
+            }
+            sampled += 1;
+            if sampled == EVICT_SAMPLE_SHARDS && best.is_some() {
+                break;
             }
         }
         let Some((_, victim)) = best else {

@@ -123,12 +123,12 @@ pub fn build(config: Config) -> App {
     // Sessionless requests (MCP-Protocol-Version >= 2026-07-28) go here.
     let inner: MethodRouter = any(sessionless);
     let layer = SessionLayer::mcp(|info: SessionInfo, _inner: MethodRouter| async move {
-        tracing::debug!(session_id = %info.id(), "building the session's MCP server");
+        tracing::debug!(session = %info.id().redacted(), "building the session's MCP server");
         Ok::<_, Infallible>(session_server(Session::new(info)))
     })
     .idle_timeout(config.idle_timeout)
     .max_sessions(config.max_sessions)
-    .on_close(|id, reason| tracing::info!(session_id = %id, ?reason, "session closed"));
+    .on_close(|info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"));
     let sessions = layer.sessions();
     let mcp = ServiceBuilder::new().layer(layer).service(inner);
 
