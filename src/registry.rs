@@ -559,7 +559,7 @@ impl Registry {
             return Err(Refusal::ShutDown);
         }
         let full = self.count.load(Ordering::Acquire) >= self.max_sessions();
-        if full && self.config.evict.is_none() && !self.may_reclaim() {
+        if full && self.config.evict.is_none() && !self.reclaim_when_full() {
             return Err(Refusal::Full);
         }
         Ok(())
