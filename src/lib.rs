@@ -100,6 +100,9 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+/// The client side: keep the MCP session of an HTTP client, start a new one on 404.
+#[cfg(feature = "client")]
+pub mod client;
 pub mod future;
 
 mod factory;
