@@ -106,6 +106,13 @@
 //!   `MCP-Protocol-Version` the application set is kept.
 //! - **One layer, one session.** The state lives in the layer, so every service it builds
 //!   shares the session and the [`SessionHandle`] exists before the service.
+//!
+//! [`ClientBody`]: crate::client::ClientBody
+//! [`SessionClient`]: crate::client::SessionClient
+//! [`SessionClient::close`]: crate::client::SessionClient::close
+//! [`SessionClientLayer`]: crate::client::SessionClientLayer
+//! [`SessionHandle`]: crate::client::SessionHandle
+//! [`SessionLost::NotReplayable`]: crate::client::SessionLost::NotReplayable
 
 mod body;
 mod error;
