@@ -20,6 +20,12 @@
 //!   `SessionLost::NotReplayable`, and the session is replaced anyway.
 //! - `close_sends_delete`: DELETE with the id, the server's session is gone, the old id gets
 //!   404, the handle forgets it.
+//! - `sse_answers_give_the_version_too`: a client that accepts only SSE gets the
+//!   `InitializeResult` as an SSE event; the layer reads the negotiated version from it, both
+//!   for the application's `initialize` and for its own after a restart.
+//! - `a_rejected_reinitialize_is_typed_and_the_next_404_tries_again` (test double): the new
+//!   `initialize` answered 503 gives `SessionLost::ReinitializeRejected(503)` and no restart;
+//!   once the server accepts again, the next 404 recovers.
 //! - `a_404_without_the_session_id_passes_through` (test double): a 404 to a request that did
 //!   not carry the layer's id is returned unchanged, without any re-initialization.
 
@@ -485,6 +491,185 @@ async fn a_404_without_the_session_id_passes_through() {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(handle.session_id(), None);
         assert_eq!(handle.restarts(), 0);
+    })
+    .await;
+}
+
+/// POSTs through the layer accepting only SSE: status and the JSON of the first `data`
+/// event (`null` if none).
+async fn rpc_sse(client: &McpClient, url: &str, body: String) -> (StatusCode, Value) {
+    let mut request = post(url, body);
+    request
+        .headers_mut()
+        .insert("accept", "text/event-stream".parse().unwrap());
+    let response = client.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .map_or(Value::Null, |d| serde_json::from_str(d.trim()).unwrap());
+    (status, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_answers_give_the_version_too() {
+    bounded(async {
+        let server = Server::start(loopback()).await;
+        let (client, handle) = client();
+        // Asks for a version the server does not speak: the answer names another one.
+        let init = json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": { "protocolVersion": "2024-11-05", "capabilities": {},
+                        "clientInfo": { "name": "sse", "version": "0" } },
+        });
+        let (status, answer) = rpc_sse(&client, &server.url, init.to_string()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer["result"]["protocolVersion"],
+            json!(app::LATEST_VERSION)
+        );
+        assert_eq!(
+            handle.protocol_version().as_deref(),
+            Some(app::LATEST_VERSION)
+        );
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        assert_eq!(rpc_sse(&client, &server.url, note.into()).await.0, 202);
+        // The server refuses tool calls declaring 2024-11-05 (400): this works only with the
+        // negotiated version in MCP-Protocol-Version.
+        let (status, answer) = rpc_sse(&client, &server.url, increment_body(1)).await;
+        assert_eq!(
+            (status, &answer["result"]["content"][0]["text"]),
+            (StatusCode::OK, &json!("1"))
+        );
+
+        // The layer's own initialize replays the SSE-only Accept; it reads that answer too.
+        let server = server.restart().await;
+        let (status, answer) = rpc_sse(&client, &server.url, increment_body(2)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["result"]["content"][0]["text"], json!("1"));
+        assert_eq!(
+            handle.protocol_version().as_deref(),
+            Some(app::LATEST_VERSION)
+        );
+        assert_eq!(server.count("initialize"), 1);
+        assert_eq!(handle.restarts(), 1);
+    })
+    .await;
+}
+
+/// A test double of an MCP server: one live session at a time, `initialize` answered with
+/// `init_status` (a new session for 200).
+#[derive(Default)]
+struct Double {
+    live: Mutex<Option<String>>,
+    opened: AtomicUsize,
+    init_status: Mutex<Option<StatusCode>>,
+    requests: AtomicUsize,
+}
+
+impl Double {
+    fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Response<Full<Bytes>> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let method = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_owned));
+        let id = parts
+            .headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let mut response = Response::new(Full::new(Bytes::new()));
+        match method.as_deref() {
+            Some("initialize") => {
+                let status = self.init_status.lock().unwrap().unwrap_or(StatusCode::OK);
+                *response.status_mut() = status;
+                if status.is_success() {
+                    let n = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
+                    let id = format!("session-{n}");
+                    response
+                        .headers_mut()
+                        .insert("mcp-session-id", id.parse().unwrap());
+                    *self.live.lock().unwrap() = Some(id);
+                    let result =
+                        r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18"}}"#;
+                    *response.body_mut() = Full::new(Bytes::from_static(result.as_bytes()));
+                }
+            }
+            _ if id.is_none() || id != *self.live.lock().unwrap() => {
+                *response.status_mut() = StatusCode::NOT_FOUND;
+            }
+            Some("notifications/initialized") => *response.status_mut() = StatusCode::ACCEPTED,
+            _ => *response.body_mut() = Full::new(Bytes::from_static(b"ok")),
+        }
+        response
+    }
+
+    /// The double as a tower service under the client layer.
+    fn client(
+        self: &Arc<Self>,
+    ) -> (
+        impl tower::Service<
+            Request<ClientBody>,
+            Response = Response<tower_mcp_session::client::ResponseBody<Full<Bytes>>>,
+            Error = Error<Infallible>,
+            Future = impl Send,
+        > + Clone
+        + Send
+        + 'static,
+        SessionHandle,
+    ) {
+        let double = Arc::clone(self);
+        let inner = service_fn(move |request: Request<ClientBody>| {
+            let double = Arc::clone(&double);
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>(double.answer(&parts, &body))
+            }
+        });
+        let layer = SessionClientLayer::new();
+        let handle = layer.handle();
+        (ServiceBuilder::new().layer(layer).service(inner), handle)
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_reinitialize_is_typed_and_the_next_404_tries_again() {
+    bounded(async {
+        let double = Arc::new(Double::default());
+        let (client, handle) = double.client();
+        let call = || post("http://127.0.0.1/mcp", increment_body(1));
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}"#;
+        let response = client.clone().oneshot(post("http://127.0.0.1/mcp", init)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        // Dropped unread: the version the request asked for stays.
+        drop(response);
+        assert_eq!(handle.session_id().as_deref(), Some("session-1"));
+        assert_eq!(handle.protocol_version().as_deref(), Some("2025-03-26"));
+        assert_eq!(client.clone().oneshot(call()).await.unwrap().status(), 200);
+
+        // The session ends, and the server refuses new ones for now.
+        *double.live.lock().unwrap() = None;
+        *double.init_status.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
+        let error = client.clone().oneshot(call()).await.unwrap_err();
+        assert_eq!(
+            error.session_lost(),
+            Some(&SessionLost::ReinitializeRejected(StatusCode::SERVICE_UNAVAILABLE)),
+            "{error}"
+        );
+        assert_eq!(handle.restarts(), 0);
+        assert_eq!(double.opened.load(Ordering::SeqCst), 1);
+
+        // Accepted again: the next 404 starts a session, whose answer's version is read.
+        *double.init_status.lock().unwrap() = None;
+        let response = client.clone().oneshot(call()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(handle.session_id().as_deref(), Some("session-2"));
+        assert_eq!(handle.protocol_version().as_deref(), Some("2025-06-18"));
+        assert_eq!(handle.restarts(), 1);
+        // 1 init + 1 call, 1 call (404) + 1 init (503), 1 call (404) + init + initialized + retry
+        assert_eq!(double.requests.load(Ordering::SeqCst), 8);
     })
     .await;
 }
