@@ -605,32 +605,41 @@ impl Double {
         response
     }
 
-    /// The double as a tower service under the client layer.
-    fn client(
-        self: &Arc<Self>,
-    ) -> (
-        impl tower::Service<
-            Request<ClientBody>,
-            Response = Response<tower_mcp_session::client::ResponseBody<Full<Bytes>>>,
-            Error = Error<Infallible>,
-            Future = impl Send,
-        > + Clone
-        + Send
-        + 'static,
-        SessionHandle,
-    ) {
-        let double = Arc::clone(self);
-        let inner = service_fn(move |request: Request<ClientBody>| {
-            let double = Arc::clone(&double);
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes();
-                Ok::<_, Infallible>(double.answer(&parts, &body))
-            }
-        });
+    /// The double under the client layer.
+    fn client(self: &Arc<Self>) -> (SessionClient<DoubleService>, SessionHandle) {
         let layer = SessionClientLayer::new();
         let handle = layer.handle();
-        (ServiceBuilder::new().layer(layer).service(inner), handle)
+        let service = DoubleService(Arc::clone(self));
+        (ServiceBuilder::new().layer(layer).service(service), handle)
+    }
+}
+
+/// [`Double`] as a tower service.
+#[derive(Clone)]
+struct DoubleService(Arc<Double>);
+
+type DoubleFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+impl tower::Service<Request<ClientBody>> for DoubleService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = DoubleFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ClientBody>) -> DoubleFuture {
+        let double = Arc::clone(&self.0);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            Ok(double.answer(&parts, &body))
+        })
     }
 }
 
