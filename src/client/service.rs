@@ -199,7 +199,7 @@ where
     if response.status() != StatusCode::NOT_FOUND || snapshot.session_id.is_none() {
         return Ok(response.map(ResponseBody::plain));
     }
-    drop(response);
+    discard(response).await;
 
     // MCP 2025-11-25, Basic, Transports, Streamable HTTP, Session Management: 404 to a
     // request with the id means the session is gone; start a new one.
@@ -409,6 +409,23 @@ where
         .call(request)
         .await
         .map_err(Error::Inner)
+}
+
+/// Most bytes of a 404 body read (and thrown away) so its connection can be reused; a longer
+/// or unsized body is dropped unread, which closes the connection.
+const DISCARD_LIMIT: u64 = 16 * 1024;
+
+/// Throws away an answer the caller will not see. A short body of known length (the usual
+/// JSON-RPC "Session not found") is read to its end, so HTTP/1 can put the connection back
+/// in the pool instead of closing it.
+async fn discard<B>(response: Response<B>)
+where
+    B: Body<Data = Bytes>,
+{
+    let body = response.into_body();
+    if body.size_hint().exact().is_some_and(|n| n <= DISCARD_LIMIT) {
+        let _ = body.collect().await;
+    }
 }
 
 /// Whether an answer is an SSE stream.
