@@ -101,6 +101,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+/// The client side: keep the MCP session of an HTTP client, start a new one on 404.
+#[cfg(feature = "client")]
+pub mod client;
 pub mod future;
 pub mod mcp;
 
