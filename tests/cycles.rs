@@ -77,7 +77,7 @@ async fn a_thousand_cycles_leave_nothing_behind() {
     );
     let count = |reason| all.iter().filter(|(_, r)| *r == reason).count();
     assert_eq!(count(CloseReason::Deleted), CYCLES / 4);
-    assert_eq!(count(CloseReason::Shutdown), CYCLES / 4);
+    assert_eq!(count(CloseReason::Closed), CYCLES / 4);
     assert_eq!(count(CloseReason::Expired), CYCLES / 2);
     assert_eq!(
         all.iter().map(|(id, _)| id).collect::<HashSet<_>>().len(),

@@ -311,12 +311,6 @@ async fn ids_are_case_sensitive() {
 #[tokio::test]
 async fn broken_initialize_bodies_are_400() {
     let deep_arrays = "[".repeat(10_000) + &"]".repeat(10_000);
-    let deep_objects = r#"{"a":"#.repeat(10_000) + "1" + &"}".repeat(10_000);
-    let deep_params = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}1{}}}"#,
-        "[".repeat(10_000),
-        "]".repeat(10_000)
-    );
     let unclosed = "[".repeat(10_000);
     run(move |_| {
         vec![
@@ -363,20 +357,43 @@ async fn broken_initialize_bodies_are_400() {
                 PARSE_ERROR,
             ),
             case(
+                "10,000 unclosed brackets",
+                post_no_id(unclosed),
+                StatusCode::BAD_REQUEST,
+                PARSE_ERROR,
+            ),
+        ]
+    })
+    .await;
+}
+
+/// `mcp::is_initialize` documents that "nesting deeper than serde_json's limit of 128 counts
+/// as not JSON" (400, -32700), and arrays nested 10,000 deep are answered so. Objects nested
+/// as deep under a key other than `method`/`id` are skipped with `IgnoredAny`, which serde_json
+/// skips without a depth limit: the body counts as JSON that is not `initialize` (400, -32000),
+/// and an `initialize` whose params are nested 10,000 deep opens a session (200).
+/// Both are 400 and neither recurses (no stack risk); this test pins the documented code and
+/// fails on 0.2 (reported: src bug or doc bug, for the author of src/mcp.rs to decide).
+#[tokio::test]
+async fn objects_nested_past_the_depth_limit_are_a_parse_error_as_documented() {
+    let deep_objects = r#"{"a":"#.repeat(10_000) + "1" + &"}".repeat(10_000);
+    let deep_params = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    run(move |_| {
+        vec![
+            case(
                 "objects nested 10,000 deep",
                 post_no_id(deep_objects),
                 StatusCode::BAD_REQUEST,
                 PARSE_ERROR,
             ),
+            // 0.2 opens a session for this one (200): the params are skipped, not parsed.
             case(
                 "initialize with params nested 10,000 deep",
                 post_no_id(deep_params),
-                StatusCode::BAD_REQUEST,
-                PARSE_ERROR,
-            ),
-            case(
-                "10,000 unclosed brackets",
-                post_no_id(unclosed),
                 StatusCode::BAD_REQUEST,
                 PARSE_ERROR,
             ),

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use http::{Request, Response, StatusCode};
 use tokio::sync::Barrier;
 use tower::{Layer, service_fn};
-use tower_mcp_session::{SessionInfo, SessionLayer};
+use tower_mcp_session::{Session, SessionInfo, SessionLayer};
 
 #[tokio::test]
 async fn two_sessions_have_independent_services() {
@@ -83,7 +83,7 @@ async fn requests_of_one_session_run_concurrently() {
         Ok::<_, Infallible>(service_fn(move |req: Request<Body>| {
             let barrier = Arc::clone(&barrier);
             async move {
-                let is_initialize = req.extensions().get::<SessionInfo>().is_some()
+                let is_initialize = req.extensions().get::<Session>().is_some()
                     && req.headers().get(SESSION_HEADER).is_none();
                 if !is_initialize {
                     barrier.wait().await;

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::time::advance;
-use tower_mcp_session::CloseReason;
+use tower_mcp_session::{CloseReason, EvictBy};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -108,9 +108,12 @@ async fn evict_idlest_closes_the_session_idle_the_longest() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn evict_idlest_never_evicts_a_session_with_a_request_in_flight() {
+async fn evict_by_last_activity_never_evicts_a_session_with_a_request_in_flight() {
+    // `EvictBy::LastActivity`: a session with a request or response body in flight is never
+    // evicted (the default, `LastRequest`, may evict a session whose only activity is an
+    // open stream; see `evict_by_last_request_may_evict_a_session_with_an_open_stream`).
     let Fixture(_, closed, sessions, app) =
-        Fixture::mcp(|layer| layer.max_sessions(2).evict_idlest(true));
+        Fixture::mcp(|layer| layer.max_sessions(2).evict_by(EvictBy::LastActivity));
 
     // A is the idlest by its clock (used first) but has an open stream.
     let a = open(&app).await;
@@ -154,5 +157,26 @@ async fn evict_idlest_never_evicts_a_session_with_a_request_in_flight() {
     open(&app).await;
     assert_eq!(closed.reasons_of(&a), [CloseReason::Evicted]);
     assert!(sessions.contains(&pending_id));
+    assert_eq!(sessions.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn evict_by_last_request_may_evict_a_session_with_an_open_stream() {
+    // The default ranking is the start of the last request: A's stream was opened first, so
+    // A is the victim, and its stream ends.
+    let Fixture(_, closed, sessions, app) =
+        Fixture::mcp(|layer| layer.max_sessions(2).evict_idlest(true));
+    let a = open(&app).await;
+    let mut stream = send(&app, get_stream(&a)).await.into_body();
+    assert_eq!(next_data(&mut stream).await.unwrap(), FIRST_EVENT);
+    advance(10 * SECOND).await;
+    let b = open(&app).await;
+    advance(10 * SECOND).await;
+
+    let c = open(&app).await;
+    assert_eq!(closed.all(), [(a.clone(), CloseReason::Evicted)]);
+    assert!(ends_within(&mut stream, WAIT).await, "A's stream ended");
+    assert!(!sessions.contains(&a));
+    assert!(sessions.contains(&b) && sessions.contains(&c));
     assert_eq!(sessions.len(), 2);
 }

@@ -21,9 +21,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceExt};
+use tower_mcp_session::body::{RequestBody, ResponseBody};
 use tower_mcp_session::{
-    CloseReason, RequestBody, ResponseBody, SessionFactory, SessionId, SessionInfo, SessionLayer,
-    SessionService, Sessions,
+    CloseReason, Session, SessionFactory, SessionInfo, SessionLayer, SessionService, Sessions,
 };
 
 /// The request body the layer is given.
@@ -331,12 +331,12 @@ impl Service<Request<Body>> for Echo {
             let grpc_status = req.headers().get(RESPOND_GRPC_STATUS).cloned();
             let seen = req
                 .extensions()
-                .get::<SessionInfo>()
-                .map(|info| info.id().to_string());
+                .get::<Session>()
+                .map(|session| session.info().id().to_string());
             let principal = req
                 .extensions()
-                .get::<SessionInfo>()
-                .and_then(|info| info.principal().map(|p| p.to_string()));
+                .get::<Session>()
+                .and_then(|session| session.info().principal().map(|p| p.to_string()));
             let (parts, body) = req.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
             let text = json!({
@@ -381,7 +381,7 @@ impl Service<Request<Body>> for Inner {
                 .headers()
                 .get(SESSION_HEADER)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            let has_info = req.extensions().get::<SessionInfo>().is_some();
+            let has_info = req.extensions().get::<Session>().is_some();
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let text = json!({
                 "inner": true,
@@ -395,7 +395,7 @@ impl Service<Request<Body>> for Inner {
 }
 
 /// The future of [`echo_factory`].
-pub type EchoFuture = std::future::Ready<Result<Echo, Infallible>>;
+pub type EchoFuture = std::future::Ready<Result<(Echo, ()), Infallible>>;
 
 /// A session factory building one [`Echo`] per session, counted by its [`Live`].
 #[derive(Clone)]
@@ -405,11 +405,12 @@ pub struct EchoFactory {
 
 impl<S> SessionFactory<S> for EchoFactory {
     type Service = Echo;
+    type State = ();
     type Error = Infallible;
     type Future = EchoFuture;
 
     fn make_session(&self, info: SessionInfo, _inner: S) -> EchoFuture {
-        std::future::ready(Ok(Echo::new(info, &self.live)))
+        std::future::ready(Ok((Echo::new(info, &self.live), ())))
     }
 }
 
@@ -466,9 +467,9 @@ pub struct Closed(Arc<Mutex<Vec<(String, CloseReason)>>>);
 
 impl Closed {
     /// A hook for [`SessionLayer::on_close`](tower_mcp_session::SessionLayer::on_close).
-    pub fn hook(&self) -> impl Fn(&SessionId, CloseReason) + Send + Sync + 'static {
+    pub fn hook(&self) -> impl Fn(&SessionInfo, CloseReason) + Send + Sync + 'static {
         let log = Arc::clone(&self.0);
-        move |id, reason| log.lock().unwrap().push((id.to_string(), reason))
+        move |info, reason| log.lock().unwrap().push((info.id().to_string(), reason))
     }
 
     /// Every close so far, in order.

@@ -16,7 +16,8 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use tower::{Service, ServiceExt};
-use tower_mcp_session::{RequestBody, SessionFactory, SessionId, SessionInfo, SessionService};
+use tower_mcp_session::body::RequestBody;
+use tower_mcp_session::{Session, SessionFactory, SessionId, SessionInfo, SessionService};
 
 /// The error of the bodies in these tests: a concrete type, because a boxed `dyn Error`
 /// trips rustc's "implementation is not general enough" in spawned tasks.
@@ -102,7 +103,7 @@ impl Service<Req> for Inner {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if req.extensions().get::<SessionInfo>().is_some() {
+        if req.extensions().get::<Session>().is_some() {
             self.tracker.misrouted.fetch_add(1, Ordering::SeqCst);
         }
         self.tracker.sessionless.fetch_add(1, Ordering::SeqCst);
@@ -120,16 +121,20 @@ pub struct EchoFactory {
 
 impl<S> SessionFactory<S> for EchoFactory {
     type Service = Echo;
+    type State = ();
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Echo, Infallible>>;
+    type Future = std::future::Ready<Result<(Echo, ()), Infallible>>;
 
     fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
         self.tracker.created.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(Ok(Echo {
-            id: info.id().clone(),
-            token: Arc::new(Token(Arc::clone(&self.tracker))),
-            stream_chunks: self.stream_chunks,
-        }))
+        std::future::ready(Ok((
+            Echo {
+                id: info.id().clone(),
+                token: Arc::new(Token(Arc::clone(&self.tracker))),
+                stream_chunks: self.stream_chunks,
+            },
+            (),
+        )))
     }
 }
 
@@ -137,7 +142,7 @@ impl<S> SessionFactory<S> for EchoFactory {
 /// params hold `"reject"` gets 400; a `slow` request waits 2 ms first). GET: streams
 /// `<own id>\n` chunks, one per millisecond, until the session closes (at most
 /// `stream_chunks`). Any request carrying another session's id, or another session's
-/// `SessionInfo`, is counted in [`Tracker::misrouted`].
+/// `Session`, is counted in [`Tracker::misrouted`].
 #[derive(Clone)]
 pub struct Echo {
     id: SessionId,
@@ -159,8 +164,8 @@ impl Service<Req> for Echo {
         tracker.served.fetch_add(1, Ordering::SeqCst);
         let info_ok = req
             .extensions()
-            .get::<SessionInfo>()
-            .is_some_and(|info| info.id() == &self.id);
+            .get::<Session>()
+            .is_some_and(|session| session.info().id() == &self.id);
         let header_ok = req
             .headers()
             .get_all("mcp-session-id")
@@ -297,7 +302,7 @@ impl Answer {
 }
 
 /// The response type of the layered service.
-pub type LayerResponse = Response<tower_mcp_session::ResponseBody<Body>>;
+pub type LayerResponse = Response<tower_mcp_session::body::ResponseBody<Body>>;
 
 /// Calls a clone of `svc` with `req`. Boxed so that futures holding it stay `Send` for any
 /// lifetime (spawned tasks otherwise hit rustc's "implementation is not general enough").
