@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tower::ServiceExt;
 use tower_service::Service;
 
 use super::body::{ClientBody, INITIALIZE_RESPONSE_LIMIT, ResponseBody};
@@ -402,13 +401,10 @@ async fn send<S, B>(
 where
     S: Service<Request<ClientBody>, Response = Response<B>>,
 {
-    inner
-        .ready()
+    std::future::poll_fn(|cx| inner.poll_ready(cx))
         .await
-        .map_err(Error::Inner)?
-        .call(request)
-        .await
-        .map_err(Error::Inner)
+        .map_err(Error::Inner)?;
+    inner.call(request).await.map_err(Error::Inner)
 }
 
 /// Most bytes of a 404 body read (and thrown away) so its connection can be reused; a longer
