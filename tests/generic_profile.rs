@@ -11,7 +11,7 @@ use common::*;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tower::Layer;
-use tower_mcp_session::{OpenPolicy, Rejection, SessionLayer};
+use tower_mcp_session::{ClosePolicy, CloseReason, OpenPolicy, Rejection, SessionLayer};
 
 const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 
@@ -84,11 +84,105 @@ async fn any_request_without_the_custom_header_opens_a_session() {
     let resp = send(&app, request(Method::GET, "/", Some("bad id"), "")).await;
     assert_rejection(resp, StatusCode::BAD_REQUEST, -32000).await;
 
-    // DELETE terminates here too.
+    // No close policy by default: DELETE is just another request of the session.
     let resp = send(&app, request(Method::DELETE, "/", Some(&id), "")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let echo = body_json(resp).await;
+    assert_eq!(
+        (echo["session"].as_str(), echo["method"].as_str()),
+        (Some(id.as_str()), Some("DELETE"))
+    );
+    assert!(sessions.contains(&id));
+    assert_eq!(sessions.len(), 2);
+}
+
+#[tokio::test]
+async fn under_new_a_delete_reaches_the_sessions_service_and_the_session_stays_open() {
+    let live = Live::default();
+    let closed = Closed::default();
+    let layer = SessionLayer::new(echo_factory(&live)).on_close(closed.hook());
+    let sessions = layer.sessions();
+    let app = layer.layer(Inner);
+    let resp = send(&app, request(Method::POST, "/items", None, "")).await;
+    let id = session_id_of(&resp).expect("Mcp-Session-Id by default");
+    body_string(resp).await;
+
+    let mut req = request(Method::DELETE, "/items/42", None, "");
+    req.headers_mut()
+        .insert(SESSION_HEADER, HeaderValue::from_str(&id).unwrap());
+    let resp = send(&app, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let echo = body_json(resp).await;
+    assert_eq!(echo["session"], id.as_str());
+    assert_eq!(echo["seen"], id.as_str());
+    assert_eq!(echo["method"], "DELETE");
+    assert_eq!(echo["n"], 2);
+    assert!(sessions.contains(&id));
+    assert_eq!(closed.len(), 0);
+    assert_eq!(live.alive(), 1);
+    // And the session goes on serving.
+    let resp = send(&app, post(&id)).await;
+    assert_eq!(body_json(resp).await["n"], 3);
+}
+
+#[tokio::test]
+async fn close_policy_delete_makes_delete_close_under_new() {
+    let live = Live::default();
+    let closed = Closed::default();
+    let layer = SessionLayer::new(echo_factory(&live))
+        .header(X_SESSION_ID)
+        .close_policy(ClosePolicy::delete())
+        .on_close(closed.hook());
+    let sessions = layer.sessions();
+    let app = layer.layer(Inner);
+    let resp = send(&app, request(Method::POST, "/", None, "")).await;
+    let id = x_session_id(&resp).unwrap();
+    body_string(resp).await;
+
+    let resp = send(&app, request(Method::DELETE, "/anywhere", Some(&id), "")).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(body_string(resp).await, "");
+    assert_eq!(closed.all(), [(id.clone(), CloseReason::Deleted)]);
+    assert_eq!(live.alive(), 0);
     assert_not_found(send(&app, request(Method::GET, "/", Some(&id), "")).await).await;
-    assert_eq!(sessions.len(), 1);
+    assert_not_found(send(&app, request(Method::DELETE, "/", Some(&id), "")).await).await;
+    assert_eq!(sessions.len(), 0);
+}
+
+#[tokio::test]
+async fn close_policy_when_closes_only_the_requests_it_claims() {
+    let live = Live::default();
+    let closed = Closed::default();
+    let layer = SessionLayer::new(echo_factory(&live))
+        .header(X_SESSION_ID)
+        .close_policy(ClosePolicy::when(|parts| {
+            parts.method == Method::POST && parts.uri.path() == "/logout"
+        }))
+        .on_close(closed.hook());
+    let sessions = layer.sessions();
+    let app = layer.layer(Inner);
+    let resp = send(&app, request(Method::POST, "/", None, "")).await;
+    let id = x_session_id(&resp).unwrap();
+    body_string(resp).await;
+
+    // Not claimed: served by the session (DELETE included).
+    for (method, path) in [
+        (Method::DELETE, "/logout"),
+        (Method::GET, "/logout"),
+        (Method::POST, "/data"),
+    ] {
+        let resp = send(&app, request(method.clone(), path, Some(&id), "")).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{method} {path}");
+        assert_eq!(body_json(resp).await["method"], method.as_str());
+    }
+    assert_eq!(closed.len(), 0);
+    // Claimed: 204 and closed; then 404.
+    let resp = send(&app, request(Method::POST, "/logout", Some(&id), "")).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    body_string(resp).await;
+    assert_eq!(closed.all(), [(id.clone(), CloseReason::Deleted)]);
+    assert_not_found(send(&app, request(Method::POST, "/logout", Some(&id), "")).await).await;
+    assert_eq!(sessions.len(), 0);
 }
 
 #[tokio::test]
@@ -134,7 +228,7 @@ async fn a_custom_id_generator_names_the_sessions() {
     let next = Arc::new(AtomicUsize::new(0));
     let layer = SessionLayer::new(echo_factory(&live))
         .header(X_SESSION_ID)
-        .session_id({
+        .make_session_id({
             let next = Arc::clone(&next);
             move || format!("s-{}", next.fetch_add(1, Ordering::SeqCst))
         });
@@ -163,7 +257,7 @@ async fn an_invalid_generated_id_is_500_and_nothing_is_built() {
         let layer = SessionLayer::new(echo_factory(&live))
             .header(X_SESSION_ID)
             .max_sessions(1)
-            .session_id(move || bad_owned.clone());
+            .make_session_id(move || bad_owned.clone());
         let sessions = layer.sessions();
         let app = layer.layer(Inner);
         let resp = send(&app, request(Method::POST, "/", None, "")).await;
@@ -183,7 +277,7 @@ async fn a_generator_repeating_a_live_id_is_500_and_the_live_session_is_untouche
     let live = Live::default();
     let layer = SessionLayer::new(echo_factory(&live))
         .header(X_SESSION_ID)
-        .session_id(|| "always-the-same".to_owned());
+        .make_session_id(|| "always-the-same".to_owned());
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let resp = send(&app, request(Method::POST, "/", None, "")).await;

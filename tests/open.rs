@@ -107,10 +107,13 @@ async fn initialize_is_detected_by_method_not_by_rpc_id_or_field_order() {
 async fn a_non_2xx_answer_to_initialize_stores_nothing() {
     let live = Live::default();
     // One slot only: a leaked reservation would make the final open fail with 503.
-    let layer = SessionLayer::mcp(echo_factory(&live)).max_sessions(1);
-    let sessions = layer.sessions();
+    // Configure first, then take the table: a builder method called after `sessions()`
+    // would make a layer with a new table.
     let closed = Closed::default();
-    let layer = layer.on_close(closed.hook());
+    let layer = SessionLayer::mcp(echo_factory(&live))
+        .max_sessions(1)
+        .on_close(closed.hook());
+    let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
     for status in [301u16, 400, 401, 403, 404, 422, 500, 503] {
@@ -203,10 +206,10 @@ async fn factory_failure_is_500_and_stores_nothing() {
 }
 
 #[tokio::test]
-async fn the_session_info_extension_can_be_turned_off_for_routed_requests() {
+async fn the_session_extension_can_be_turned_off_for_routed_requests() {
     let live = Live::default();
     let app = SessionLayer::mcp(echo_factory(&live))
-        .session_info_extension(false)
+        .session_extension(false)
         .layer(Inner);
 
     // The opening request still carries it; routed ones do not, yet reach their session.

@@ -10,7 +10,7 @@ use common::*;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::Full;
 use tower::Layer;
-use tower_mcp_session::SessionLayer;
+use tower_mcp_session::{ClosePolicy, SessionLayer};
 
 /// Asserts the 400 of a request without a session id, byte for byte.
 async fn assert_missing_id(resp: Resp) {
@@ -163,7 +163,7 @@ async fn delete_when_termination_is_disabled_gets_405_and_keeps_the_session() {
     let live = Live::default();
     let closed = Closed::default();
     let layer = SessionLayer::mcp(echo_factory(&live))
-        .terminate_on_delete(false)
+        .close_policy(ClosePolicy::refuse_delete())
         .on_close(closed.hook());
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
@@ -230,12 +230,13 @@ async fn an_opening_body_over_the_peek_limit_gets_413() {
 }
 
 #[tokio::test]
-async fn the_default_peek_limit_is_1_mib() {
+async fn the_default_peek_limit_is_64_kib() {
     let live = Live::default();
     let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
     let init = initialize_body(1);
     // Padded with whitespace to exactly the limit, then one byte more.
-    let at_limit = format!("{init}{}", " ".repeat(1024 * 1024 - init.len()));
+    assert_eq!(tower_mcp_session::DEFAULT_PEEK_LIMIT, 64 * 1024);
+    let at_limit = format!("{init}{}", " ".repeat(64 * 1024 - init.len()));
     assert_eq!(
         status_of(&app, post_raw(at_limit.clone())).await,
         StatusCode::OK
