@@ -1,14 +1,19 @@
-//! Session middleware for [`tower`]: sessions keyed by a request header, with the lifecycle
-//! and status codes of the Model Context Protocol's Streamable HTTP transport
-//! (MCP 2025-11-25, Basic, Transports, Streamable HTTP, Session Management).
+//! Session middleware for [`tower`](https://docs.rs/tower): sessions keyed by a request header,
+//! with the lifecycle and status codes of the Model Context Protocol's Streamable HTTP
+//! transport (MCP 2025-11-25, Basic, Transports, Streamable HTTP, Session Management).
 //!
 //! A [`SessionLayer`] reads the session header (`Mcp-Session-Id` by default) of every request.
-//! A request that opens a session gets a fresh id and its own service, built by a
-//! [`SessionFactory`]; every later request with that id is routed to that service; the layer
-//! enforces idle expiry, DELETE, a session limit and shutdown, and answers everything else
-//! with the status codes MCP clients expect. It works unchanged under axum, hyper and tonic.
+//! A request that opens a session gets a fresh id and its own service (and, if you want, a
+//! typed state), built by a [`SessionFactory`]; every later request with that id is routed to
+//! that service; the layer enforces idle expiry, a lifetime, the close policy (DELETE in MCP),
+//! global, per-principal and per-client limits and shutdown, bounds what clients without a
+//! session can cost, and answers everything else with the status codes MCP clients expect.
+//! It works unchanged under axum, hyper and tonic.
 //!
-//! # Quick start
+//! # Quick start (axum)
+//!
+//! One `Router` serves every session; each session gets its own state, which handlers read
+//! with the [`SessionState`] extractor (feature `axum`).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -16,57 +21,58 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::time::Duration;
 //!
-//! use bytes::Bytes;
-//! use http::{Request, Response};
-//! use http_body_util::Full;
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_mcp_session::{RequestBody, SessionInfo, SessionLayer};
+//! use axum::{Router, routing::post};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_mcp_session::{SessionInfo, SessionLayer, SessionState, with_state};
 //!
-//! type Body = RequestBody<Full<Bytes>>;
+//! async fn mcp(info: SessionInfo, SessionState(count): SessionState<Arc<AtomicU64>>) -> String {
+//!     let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+//!     format!("request {n} of session {}", info.id())
+//! }
 //!
-//! // The inner service answers sessionless requests; here it only says so.
-//! let inner = service_fn(|_req: Request<Body>| async {
-//!     Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("no session")))
-//! });
-//!
-//! // Each session gets its own service, with its own request counter.
-//! let layer = SessionLayer::mcp(|session: SessionInfo, _inner| async move {
-//!     let counter = Arc::new(AtomicU64::new(0));
-//!     Ok::<_, Infallible>(service_fn(move |_req: Request<Body>| {
-//!         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-//!         let text = format!("session {} request {n}", session.id());
-//!         async move { Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(text))) }
-//!     }))
-//! })
+//! let per_session = Router::new().route("/mcp", post(mcp));
+//! let layer = SessionLayer::mcp(with_state(move |_info: SessionInfo, _inner: Router| {
+//!     let router = per_session.clone();
+//!     async move { Ok::<_, Infallible>((router, Arc::new(AtomicU64::new(0)))) }
+//! }))
 //! .idle_timeout(Duration::from_secs(30 * 60))
 //! .max_sessions(10_000)
-//! .on_close(|id, reason| tracing::info!(%id, ?reason, "session closed"));
-//! let sessions = layer.sessions();
-//! let app = ServiceBuilder::new().layer(layer).service(inner);
+//! .on_close(|info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "closed"));
+//! let sessions = layer.sessions(); // len, state, snapshot, close, close_where, shutdown
+//!
+//! // Put the layer around the MCP route only: `route_service`, not `Router::layer` (which
+//! // wraps every route separately and would apply the MCP rules to all of them).
+//! let sessionless = Router::new(); // MCP-Protocol-Version >= 2026-07-28 lands here
+//! let app = Router::new()
+//!     .route_service("/mcp", ServiceBuilder::new().layer(layer).service(sessionless))
+//!     .route("/health", axum::routing::get(|| async { "ok" }));
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async move {
+//! use http::Request;
+//! use axum::body::Body;
 //! // initialize opens a session; the id comes back in `Mcp-Session-Id`.
 //! let init = Request::post("/mcp")
-//!     .body(Full::from(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#))
+//!     .body(Body::from(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#))
 //!     .unwrap();
 //! let response = app.clone().oneshot(init).await.unwrap();
 //! let id = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-//! assert_eq!(sessions.len(), 1);
+//! assert_eq!(sessions.state::<Arc<AtomicU64>>(&id).unwrap().load(Ordering::Relaxed), 1);
 //!
 //! // DELETE closes it; the id is then unknown: 404.
-//! let delete = Request::delete("/mcp").header("mcp-session-id", &id).body(Full::default());
+//! let delete = Request::delete("/mcp").header("mcp-session-id", &id).body(Body::empty());
 //! assert_eq!(app.clone().oneshot(delete.unwrap()).await.unwrap().status(), 204);
-//! let again = Request::post("/mcp").header("mcp-session-id", &id).body(Full::default());
+//! let again = Request::post("/mcp").header("mcp-session-id", &id).body(Body::empty());
 //! assert_eq!(app.clone().oneshot(again.unwrap()).await.unwrap().status(), 404);
 //! # });
 //! ```
 //!
-//! With axum, wrap a `Router` the same way: `router.layer(layer)`, or
-//! `Router::new().route_service("/mcp", ServiceBuilder::new().layer(layer).service(inner))`.
-//! With hyper 1, pass the layered service through
-//! `hyper_util::service::TowerToHyperService`. With tonic 0.14, use
-//! `Server::builder().layer(SessionLayer::new(..).header(..))` and a
-//! [`rejection`](SessionLayer::rejection) hook that answers with a gRPC status.
+//! Other placements: `Router::new().nest_service("/mcp", ..)`, or
+//! `ServiceBuilder::new().layer(layer).service(router)` around a whole router with a
+//! [`sessionless`](SessionLayer::sessionless) predicate for the routes without sessions. With
+//! hyper 1, pass the layered service through `hyper_util::service::TowerToHyperService`. With
+//! tonic 0.14, use `Server::builder().layer(SessionLayer::new(..).header(..))` and a
+//! [`rejection`](SessionLayer::rejection) hook that answers with a gRPC status. The layer's
+//! response body has `Default`, so tower-http's `TimeoutLayer` can sit outside it.
 //!
 //! # What the layer answers
 //!
@@ -76,12 +82,13 @@
 //! | no session header, does not open one | 400, JSON-RPC -32000 |
 //! | header repeated, empty, over 255 bytes or not visible ASCII | 400, JSON-RPC -32000 |
 //! | id unknown, expired, closed, or of another principal | 404, JSON-RPC -32001 `Session not found` |
-//! | DELETE with a live id | 204, the session is closed |
-//! | DELETE when [`terminate_on_delete`](SessionLayer::terminate_on_delete) is off | 405, `Allow: GET, POST` |
+//! | a request the [`ClosePolicy`] claims (MCP: DELETE) with a live id | 204, the session is closed |
+//! | MCP: DELETE under [`ClosePolicy::refuse_delete`] | 405, `Allow: GET, POST` |
 //! | MCP: method other than GET, POST, DELETE | 405, `Allow` |
-//! | MCP: opening body over the peek limit / not JSON / batched `initialize` | 413 / 400 -32700 / 400 -32600 |
+//! | MCP: opening body over the peek limit / not in time / not JSON / batched `initialize` | 413 / 408 / 400 -32700 / 400 -32600 |
+//! | the principal's or client's session limit is reached | 429 with `Retry-After` |
 //! | the factory failed | 500, JSON-RPC -32603, nothing stored |
-//! | the session limit is reached / after shutdown | 503 with `Retry-After` / 503 |
+//! | the session limit is reached / the peek budget is spent / after shutdown | 503 with `Retry-After` / 503 with `Retry-After` / 503 |
 //! | MCP: `MCP-Protocol-Version` ≥ 2026-07-28 | passed to the inner service, no session |
 //! | MCP: malformed `MCP-Protocol-Version` | 400 |
 //!
@@ -92,9 +99,18 @@
 //! Requests of one session run concurrently: the per-session service is cloned for each
 //! request and no lock is held across an `.await`. A response body of a session (an SSE
 //! stream, say) keeps the session busy, so it does not expire while the body is open; closing
-//! the session (DELETE, expiry, [`Sessions::close`], [`Sessions::shutdown`]) ends such bodies
-//! at once (a complete answer of known length is still delivered whole) and drops the
-//! per-session service when the last in-flight request finishes.
+//! the session (DELETE, expiry, lifetime, eviction, [`Sessions::close`],
+//! [`Sessions::shutdown`]) ends such bodies at once (a complete answer of known length is
+//! still delivered whole) and drops the per-session service when the last in-flight request
+//! finishes.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `mcp` | yes | the MCP profile: [`SessionLayer::mcp`], [`OpenPolicy::mcp_initialize`] (serde, serde_json) |
+//! | `axum` | no | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core) |
+//! | `client` | no | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
