@@ -75,9 +75,17 @@ async fn axum_inner_and_boxed_session_bodies_under_timeout_layer_over_loopback()
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "ok");
 
-    let init = client.post(format!("{url}/mcp")).body(INIT).send().await.unwrap();
+    let init = client
+        .post(format!("{url}/mcp"))
+        .body(INIT)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(init.status(), 200);
-    let id = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let id = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         init.text().await.unwrap(),
         json!({"session": id, "n": 1}).to_string()
@@ -89,7 +97,10 @@ async fn axum_inner_and_boxed_session_bodies_under_timeout_layer_over_loopback()
         .send()
         .await
         .unwrap();
-    assert_eq!(call.text().await.unwrap(), json!({"session": id, "n": 2}).to_string());
+    assert_eq!(
+        call.text().await.unwrap(),
+        json!({"session": id, "n": 2}).to_string()
+    );
     // The typed state is the session's own counter.
     let count = sessions.state::<Arc<AtomicU64>>(&id).unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 2);
@@ -133,7 +144,9 @@ fn extractor_router() -> Router {
             format!("{} {n}", info.id())
         },
     );
-    Router::new().route("/mcp", handler.clone()).route("/", handler)
+    Router::new()
+        .route("/mcp", handler.clone())
+        .route("/", handler)
 }
 
 fn extractor_layer<I: Send + 'static>()
@@ -157,7 +170,10 @@ async fn route_service_keeps_other_routes_out_of_the_session_rules() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.ends_with(" 1"), "{body}");
     let health = Request::get("/health").body(Body::empty()).unwrap();
-    assert_eq!(status_and_text(app, health).await, (StatusCode::OK, "ok".into()));
+    assert_eq!(
+        status_and_text(app, health).await,
+        (StatusCode::OK, "ok".into())
+    );
 }
 
 #[tokio::test]
@@ -169,12 +185,18 @@ async fn nest_service_routes_the_whole_prefix_through_one_table() {
     // nest_service strips the prefix: the per-session router sees "/".
     let resp = app.clone().oneshot(init_at("/mcp")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let id = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let next = Request::post("/mcp")
         .header("mcp-session-id", &id)
         .body(Body::from("{}"))
         .unwrap();
-    assert_eq!(status_and_text(app, next).await, (StatusCode::OK, format!("{id} 2")));
+    assert_eq!(
+        status_and_text(app, next).await,
+        (StatusCode::OK, format!("{id} 2"))
+    );
     assert_eq!(sessions.len(), 1);
 }
 
@@ -186,7 +208,10 @@ async fn one_layer_around_a_whole_router_with_a_sessionless_health_route() {
     let (status, _) = status_and_text(app.clone(), init_at("/mcp")).await;
     assert_eq!(status, StatusCode::OK);
     let health = Request::get("/health").body(Body::empty()).unwrap();
-    assert_eq!(status_and_text(app, health).await, (StatusCode::OK, "ok".into()));
+    assert_eq!(
+        status_and_text(app, health).await,
+        (StatusCode::OK, "ok".into())
+    );
 }
 
 #[tokio::test]
@@ -205,15 +230,25 @@ async fn router_layer_applies_the_session_rules_to_every_route() {
 async fn extractors_without_the_layer_answer_500_saying_why() {
     let (status, body) = status_and_text(extractor_router(), init_at("/mcp")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(body.starts_with("no session on this request: is the handler behind a SessionLayer"), "{body}");
+    assert!(
+        body.starts_with("no session on this request: is the handler behind a SessionLayer"),
+        "{body}"
+    );
     // With the extension switched off, the extractors say the same; the session still works
     // for services that do not need them.
     let app = ServiceBuilder::new()
         .layer(extractor_layer().session_extension(false))
         .service(Router::new());
     let resp = app.clone().oneshot(init_at("/mcp")).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "the opening request always carries it");
-    let id = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the opening request always carries it"
+    );
+    let id = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let next = Request::post("/mcp")
         .header("mcp-session-id", &id)
         .body(Body::from("{}"))

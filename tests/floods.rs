@@ -17,8 +17,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{Either, Full};
-use tower_mcp_session::body::RequestBody;
 use tower::{Layer, ServiceExt};
+use tower_mcp_session::body::RequestBody;
 use tower_mcp_session::{Principal, SessionInfo, SessionLayer, with_state};
 
 use common::*;
@@ -55,7 +55,10 @@ fn trickling(first: &'static str) -> (Request<In>, Arc<AtomicBool>) {
         first: Some(Bytes::from_static(first.as_bytes())),
         polled: Arc::clone(&polled),
     };
-    (Request::post(PATH).body(Either::Right(body)).unwrap(), polled)
+    (
+        Request::post(PATH).body(Either::Right(body)).unwrap(),
+        polled,
+    )
 }
 
 fn whole_initialize() -> Request<In> {
@@ -80,7 +83,11 @@ fn ok() -> impl tower::Service<
 }
 
 type Factory = fn(SessionInfo, Inner2) -> std::future::Ready<Result<Inner2, Infallible>>;
-type Inner2 = tower::util::BoxCloneSyncService<Request<RequestBody<In>>, http::Response<Full<Bytes>>, Infallible>;
+type Inner2 = tower::util::BoxCloneSyncService<
+    Request<RequestBody<In>>,
+    http::Response<Full<Bytes>>,
+    Infallible,
+>;
 
 fn base() -> SessionLayer<Factory> {
     SessionLayer::mcp((|_info, inner| std::future::ready(Ok(inner))) as Factory)
@@ -90,7 +97,10 @@ fn inner() -> Inner2 {
     tower::util::BoxCloneSyncService::new(ok())
 }
 
-async fn status(app: &tower_mcp_session::SessionService<Inner2, Factory>, req: Request<In>) -> StatusCode {
+async fn status(
+    app: &tower_mcp_session::SessionService<Inner2, Factory>,
+    req: Request<In>,
+) -> StatusCode {
     app.clone().oneshot(req).await.unwrap().status()
 }
 
@@ -112,9 +122,7 @@ async fn assert_json_rejection(resp: Resp, status: StatusCode, message: &str) ->
 
 #[tokio::test(start_paused = true)]
 async fn a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_budget() {
-    let layer = base()
-        .peek_timeout(Duration::from_secs(10))
-        .peek_budget(64);
+    let layer = base().peek_timeout(Duration::from_secs(10)).peek_budget(64);
     let sessions = layer.sessions();
     let app = layer.layer(inner());
     let (req, _) = trickling(r#"{"jsonrpc":"2.0","#);
@@ -191,7 +199,10 @@ async fn shutdown_and_a_full_table_answer_before_the_body_is_read() {
         "Service unavailable: shutting down",
     )
     .await;
-    assert!(!polled.load(Ordering::SeqCst), "a shut-down table reads no body");
+    assert!(
+        !polled.load(Ordering::SeqCst),
+        "a shut-down table reads no body"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,7 +211,14 @@ async fn snapshot_close_where_and_state_reach_sessions_from_outside() {
         let owner = info.principal().map(|p| p.to_string());
         Ok::<_, Infallible>((Echo::new(info, &Live::default()), owner))
     }))
-    .principal(|parts| parts.headers.get("x-user")?.to_str().ok().map(Principal::from));
+    .principal(|parts| {
+        parts
+            .headers
+            .get("x-user")?
+            .to_str()
+            .ok()
+            .map(Principal::from)
+    });
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let as_user = |user: &str, req: Request<ReqBody>| {
@@ -221,17 +239,33 @@ async fn snapshot_close_where_and_state_reach_sessions_from_outside() {
     let mut snapshot = sessions.snapshot();
     snapshot.sort_by_key(|s| s.in_flight);
     assert_eq!(snapshot.len(), 3);
-    assert_eq!((snapshot[0].in_flight, snapshot[0].idle_for), (0, Duration::from_secs(7)));
-    assert_eq!((snapshot[2].in_flight, snapshot[2].idle_for), (1, Duration::ZERO));
+    assert_eq!(
+        (snapshot[0].in_flight, snapshot[0].idle_for),
+        (0, Duration::from_secs(7))
+    );
+    assert_eq!(
+        (snapshot[2].in_flight, snapshot[2].idle_for),
+        (1, Duration::ZERO)
+    );
     assert_eq!(snapshot[2].info.id().as_str(), ids[2]);
 
-    assert_eq!(sessions.state::<Option<String>>(&ids[0]), Some(Some("ann".into())));
+    assert_eq!(
+        sessions.state::<Option<String>>(&ids[0]),
+        Some(Some("ann".into()))
+    );
     assert_eq!(sessions.state::<u32>(&ids[0]), None, "another type");
 
     // Revoke ann: both her sessions close, bob's stays.
     let revoked = sessions.close_where(|info| info.principal().map(|p| p.as_str()) == Some("ann"));
     assert_eq!(revoked, 2);
-    assert_eq!(sessions.ids().iter().map(|id| id.as_str()).collect::<Vec<_>>(), [ids[2].as_str()]);
+    assert_eq!(
+        sessions
+            .ids()
+            .iter()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>(),
+        [ids[2].as_str()]
+    );
     assert_not_found(send(&app, as_user("ann", post(&ids[0]))).await).await;
     drop(stream);
 }

@@ -46,12 +46,18 @@ async fn a_builder_method_on_a_clone_leaves_the_original_unchanged() {
     let (a_app, b_app) = (a.layer(Inner), b.layer(Inner));
 
     open(&b_app).await;
-    assert_eq!(status_of(&b_app, initialize()).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        status_of(&b_app, initialize()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // `a` still allows two, in a table of its own.
     open(&a_app).await;
     open(&a_app).await;
     assert_eq!((a_sessions.len(), b_sessions.len()), (2, 1));
-    assert_eq!((a_sessions.max_sessions(), b_sessions.max_sessions()), (2, 1));
+    assert_eq!(
+        (a_sessions.max_sessions(), b_sessions.max_sessions()),
+        (2, 1)
+    );
 }
 
 #[tokio::test]
@@ -69,7 +75,10 @@ async fn clones_of_a_layer_share_its_table() {
     assert!(sessions.contains(&id));
     // The one run-time setting goes through the handle and holds for every service.
     sessions.set_max_sessions(1);
-    assert_eq!(status_of(&second, initialize()).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        status_of(&second, initialize()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test]
@@ -78,7 +87,10 @@ async fn on_open_and_on_close_pair_up_in_order_with_the_info() {
     let Fixture(_, _, sessions, app) = Fixture::mcp_unhooked(|l| events.layer(l));
     let deleted = open(&app).await;
     let closed = open(&app).await;
-    assert_eq!(status_of(&app, delete(&deleted)).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        status_of(&app, delete(&deleted)).await,
+        StatusCode::NO_CONTENT
+    );
     assert!(sessions.close(&closed));
     assert_eq!(sessions.shutdown(), 0);
     assert_eq!(
@@ -151,7 +163,10 @@ async fn a_session_ends_at_its_max_lifetime_even_while_streaming() {
     let id = open(&app).await;
     let resp = send(&app, get_stream(&id)).await;
     let mut stream = resp.into_body();
-    assert_eq!(next_data(&mut stream).await.as_deref(), Some(FIRST_EVENT.as_bytes()));
+    assert_eq!(
+        next_data(&mut stream).await.as_deref(),
+        Some(FIRST_EVENT.as_bytes())
+    );
     tokio::time::advance(Duration::from_secs(59)).await;
     assert_eq!(status_of(&app, post(&id)).await, StatusCode::OK);
     tokio::time::advance(Duration::from_secs(1)).await;
@@ -169,7 +184,10 @@ async fn eviction_ranks_by_last_request_so_an_idle_stream_is_evicted() {
     let Fixture(_, closed, _sessions, app) = Fixture::mcp(|l| l.max_sessions(2).evict_idlest(true));
     let streaming = open(&app).await;
     let mut stream = send(&app, get_stream(&streaming)).await.into_body();
-    assert_eq!(next_data(&mut stream).await.as_deref(), Some(FIRST_EVENT.as_bytes()));
+    assert_eq!(
+        next_data(&mut stream).await.as_deref(),
+        Some(FIRST_EVENT.as_bytes())
+    );
     tokio::time::advance(Duration::from_secs(10)).await;
     let active = open(&app).await;
     // The table is full; the session whose last request is oldest goes, though it streams.
@@ -228,20 +246,35 @@ async fn a_client_over_its_limit_gets_429_and_others_still_open() {
         body_string(resp).await,
         r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Too many requests: too many sessions for this client"},"id":null}"#
     );
-    assert_eq!(status_of(&app, from_client("someone")).await, StatusCode::OK);
+    assert_eq!(
+        status_of(&app, from_client("someone")).await,
+        StatusCode::OK
+    );
     // Requests without a key are not counted.
     assert_eq!(status_of(&app, initialize()).await, StatusCode::OK);
     // Closing one of the client's sessions gives its slot back.
     assert!(sessions.close(&ids[0]));
-    assert_eq!(status_of(&app, from_client("attacker")).await, StatusCode::OK);
-    assert_eq!(status_of(&app, from_client("attacker")).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        status_of(&app, from_client("attacker")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(&app, from_client("attacker")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
 async fn a_principal_over_its_limit_gets_429() {
     let Fixture(_, _, _, app) = Fixture::mcp(|l| {
-        l.max_sessions_per_principal(1)
-            .principal(|parts| parts.headers.get("x-user")?.to_str().ok().map(Principal::from))
+        l.max_sessions_per_principal(1).principal(|parts| {
+            parts
+                .headers
+                .get("x-user")?
+                .to_str()
+                .ok()
+                .map(Principal::from)
+        })
     });
     let as_user = |user: &str| {
         let mut req = initialize();
@@ -250,7 +283,10 @@ async fn a_principal_over_its_limit_gets_429() {
         req
     };
     assert_eq!(status_of(&app, as_user("ann")).await, StatusCode::OK);
-    assert_eq!(status_of(&app, as_user("ann")).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        status_of(&app, as_user("ann")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(status_of(&app, as_user("bob")).await, StatusCode::OK);
 }
 

@@ -128,7 +128,9 @@ pub fn build(config: Config) -> App {
     })
     .idle_timeout(config.idle_timeout)
     .max_sessions(config.max_sessions)
-    .on_close(|info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"));
+    .on_close(
+        |info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"),
+    );
     let sessions = layer.sessions();
     let mcp = ServiceBuilder::new().layer(layer).service(inner);
 
