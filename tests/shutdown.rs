@@ -4,7 +4,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::*;
@@ -13,7 +13,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tower::{Layer, Service};
-use tower_mcp_session::{CloseReason, SessionInfo, SessionLayer};
+use tower_mcp_session::{CloseReason, SessionInfo, SessionLayer, WeakSessions};
 
 #[tokio::test]
 async fn shutdown_closes_everything_and_refuses_new_sessions() {
@@ -78,7 +78,7 @@ async fn close_closes_one_session() {
     assert!(sessions.close(&id));
     assert!(!sessions.close(&id), "a second close finds nothing");
     assert!(!sessions.close("never-issued"));
-    assert_eq!(closed.all(), [(id.clone(), CloseReason::Shutdown)]);
+    assert_eq!(closed.all(), [(id.clone(), CloseReason::Closed)]);
     assert!(ends_within(&mut stream, Duration::from_secs(1)).await);
     drop(stream);
     assert_eq!(live.alive(), 1);
@@ -186,14 +186,20 @@ fn without_deadlock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
 #[tokio::test]
 async fn a_close_hook_may_use_the_sessions_handle() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
-    let sessions = layer.sessions();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Hooks get no handle to the table, and a `Sessions` captured by the hook would keep the
+    // table alive forever (the table owns the hook): the hook holds a `WeakSessions`, filled
+    // in once the table exists (configure first, then take the table).
+    let weak: Arc<OnceLock<WeakSessions>> = Arc::default();
     // The hook looks at the table and closes a "linked" session ("the peer of a closed
     // session goes too").
-    let layer = layer.on_close({
-        let (sessions, seen) = (sessions.clone(), Arc::clone(&seen));
-        move |id, reason| {
+    let layer = SessionLayer::mcp(echo_factory(&live)).on_close({
+        let (weak, seen) = (Arc::clone(&weak), Arc::clone(&seen));
+        move |info: &SessionInfo, reason| {
+            let Some(sessions) = weak.get().and_then(WeakSessions::upgrade) else {
+                return;
+            };
+            let id = info.id();
             let peer = sessions.ids().into_iter().find(|other| other != id);
             seen.lock()
                 .unwrap()
@@ -205,13 +211,27 @@ async fn a_close_hook_may_use_the_sessions_handle() {
             }
         }
     });
-    let app = layer.layer(Inner);
+    let sessions = layer.sessions();
+    weak.set(sessions.downgrade()).unwrap();
+    let app = layer.clone().layer(Inner);
 
     let a = open(&app).await;
     let b = open(&app).await;
     assert_eq!(status_of(&app, delete(&a)).await, StatusCode::NO_CONTENT);
     assert_eq!(sessions.len(), 0, "the hook closed the peer");
     assert_not_found(send(&app, post(&b)).await).await;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (seen[0].0.as_str(), seen[0].1),
+            (a.as_str(), CloseReason::Deleted)
+        );
+        assert_eq!(
+            (seen[1].0.as_str(), seen[1].1),
+            (b.as_str(), CloseReason::Closed)
+        );
+    }
 
     let c = open(&app).await;
     let handle = sessions.clone();
@@ -223,4 +243,34 @@ async fn a_close_hook_may_use_the_sessions_handle() {
     assert_eq!(without_deadlock(move || handle.shutdown()), 3);
     assert_eq!(seen.lock().unwrap().len(), 6);
     assert_eq!(live.alive(), 0);
+
+    // No cycle: once the layer, its service and the handle are gone, the table is freed.
+    drop((layer, app, sessions));
+    tokio::task::yield_now().await;
+    assert!(
+        weak.get().unwrap().upgrade().is_none(),
+        "the close hook kept the session table alive"
+    );
+}
+
+#[tokio::test]
+async fn a_table_with_live_sessions_and_hooks_is_freed_with_its_last_handle() {
+    let live = Live::default();
+    let closed = Closed::default();
+    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
+    let sessions = layer.sessions();
+    let weak = sessions.downgrade();
+    let app = layer.layer(Inner);
+    for _ in 0..3 {
+        open(&app).await;
+    }
+    assert_eq!(live.alive(), 3);
+    drop((layer, app, sessions));
+    tokio::task::yield_now().await;
+    assert!(weak.upgrade().is_none(), "the table outlived every handle");
+    assert_eq!(
+        live.alive(),
+        0,
+        "dropping the table drops the sessions' services"
+    );
 }
