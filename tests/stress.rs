@@ -64,8 +64,6 @@ struct Seen {
     deleted: AtomicUsize,
     expired: AtomicUsize,
     streams_cut: AtomicUsize,
-    /// 200 answers whose body was ended early because the session closed meanwhile.
-    bodies_cut: AtomicUsize,
     cancelled: AtomicUsize,
 }
 
@@ -76,22 +74,23 @@ impl Seen {
 }
 
 impl Client<'_> {
-    /// POST `body`; 200 from this session or 404. `cut_ok`: the session may be closed
-    /// concurrently by someone else, so a 200 whose body was ended early is allowed.
-    async fn request(&mut self, body: &'static str, seen: &Seen, cut_ok: bool) -> StatusCode {
+    /// POST `body`; 200 from this session with its whole echo, or 404. The echo's answer
+    /// has an exact size, so it is delivered whole even when the session closes meanwhile.
+    async fn request(&mut self, body: &'static str, seen: &Seen) -> StatusCode {
         let answer = send(&self.h.svc, post(&self.id, body)).await;
         match answer.status {
             StatusCode::OK => {
                 assert!(!self.dead, "session {} answered 200 after it died", self.id);
-                if answer.body.is_empty() && cut_ok {
-                    Seen::bump(&seen.bodies_cut);
-                } else {
-                    assert_eq!(
-                        answer.served_by(),
-                        Some(self.id.as_str()),
-                        "answered by another session: {answer:?}"
-                    );
-                }
+                assert_eq!(
+                    answer.served_by(),
+                    Some(self.id.as_str()),
+                    "answered by another session: {answer:?}"
+                );
+                assert_eq!(
+                    &answer.body[..],
+                    format!("{}\n{body}", self.id).as_bytes(),
+                    "a 200 whose body is not the whole echo"
+                );
                 Seen::bump(&seen.ok);
             }
             StatusCode::NOT_FOUND => {
@@ -123,19 +122,19 @@ impl Client<'_> {
     }
 }
 
-/// Opens a session: `Some` on 200, `None` on 503 (table full, or shut down if allowed).
+/// Opens a session: `Some` on 200 (with the whole echo of the `initialize`, even when a
+/// shutdown closed the session before its body was read: the body has an exact size),
+/// `None` on 503 (table full, or shut down if allowed).
 async fn try_open<'a>(h: &'a Harness, seen: &Seen, shutdown_ok: bool) -> Option<Client<'a>> {
     let answer = send(&h.svc, initialize()).await;
     match answer.status {
         StatusCode::OK => {
             let id = answer.session_id().expect("200 carries the id").to_owned();
-            if answer.body.is_empty() && shutdown_ok {
-                // Opened just as the layer shut down: the session was closed before its
-                // first response body was read.
-                Seen::bump(&seen.bodies_cut);
-            } else {
-                assert_eq!(answer.served_by(), Some(id.as_str()), "{answer:?}");
-            }
+            assert_eq!(
+                &answer.body[..],
+                format!("{id}\n{INIT}").as_bytes(),
+                "{answer:?}"
+            );
             Seen::bump(&seen.opened);
             Some(Client { h, id, dead: false })
         }
@@ -155,7 +154,7 @@ async fn try_open<'a>(h: &'a Harness, seen: &Seen, shutdown_ok: bool) -> Option<
 /// session is gone (404).
 async fn open_stream(
     client: &Client<'_>,
-) -> Option<tower_mcp_session::ResponseBody<reliability::Body>> {
+) -> Option<tower_mcp_session::body::ResponseBody<reliability::Body>> {
     let response = call(&client.h.svc, get(&client.id)).await;
     if response.status() == StatusCode::NOT_FOUND {
         return None;
@@ -176,7 +175,7 @@ async fn open_stream(
 /// [`HANG`]. Returns how many chunks it read.
 async fn drain_stream(
     id: &str,
-    mut body: tower_mcp_session::ResponseBody<reliability::Body>,
+    mut body: tower_mcp_session::body::ResponseBody<reliability::Body>,
 ) -> usize {
     let line = format!("{id}\n");
     let mut chunks = 0;
@@ -266,19 +265,19 @@ async fn mixed_traffic_stays_isolated_and_leaves_nothing_behind() {
                         };
                         for _ in 0..1 + rng.below(4) {
                             let body = if rng.below(2) == 0 { PING } else { SLOW };
-                            c.request(body, &seen, false).await;
+                            c.request(body, &seen).await;
                         }
                         c.delete(&seen).await;
-                        assert_eq!(c.request(PING, &seen, false).await, StatusCode::NOT_FOUND);
+                        assert_eq!(c.request(PING, &seen).await, StatusCode::NOT_FOUND);
                     }
                     // Abandon: a session left alone past the idle timeout answers 404.
                     2 => {
                         let Some(mut c) = try_open(&h, &seen, false).await else {
                             continue;
                         };
-                        c.request(PING, &seen, false).await;
+                        c.request(PING, &seen).await;
                         sleep(idle * 2).await;
-                        assert_eq!(c.request(PING, &seen, false).await, StatusCode::NOT_FOUND);
+                        assert_eq!(c.request(PING, &seen).await, StatusCode::NOT_FOUND);
                         Seen::bump(&seen.expired);
                         assert_eq!(c.delete(&seen).await, StatusCode::NOT_FOUND);
                     }
@@ -291,7 +290,7 @@ async fn mixed_traffic_stays_isolated_and_leaves_nothing_behind() {
                         sleep(idle - Duration::from_millis(10) + Duration::from_millis(jitter))
                             .await;
                         for _ in 0..3 {
-                            c.request(PING, &seen, false).await;
+                            c.request(PING, &seen).await;
                         }
                         c.delete(&seen).await;
                     }
@@ -318,7 +317,7 @@ async fn mixed_traffic_stays_isolated_and_leaves_nothing_behind() {
                                         id,
                                         dead: false,
                                     };
-                                    other.request(SLOW, &seen, true).await;
+                                    other.request(SLOW, &seen).await;
                                 })
                             })
                             .collect();
@@ -335,7 +334,7 @@ async fn mixed_traffic_stays_isolated_and_leaves_nothing_behind() {
                         for post in posts {
                             post.await.unwrap();
                         }
-                        assert_eq!(c.request(PING, &seen, false).await, StatusCode::NOT_FOUND);
+                        assert_eq!(c.request(PING, &seen).await, StatusCode::NOT_FOUND);
                     }
                     // A rejected initialize stores nothing.
                     5 => {
@@ -378,7 +377,7 @@ async fn mixed_traffic_stays_isolated_and_leaves_nothing_behind() {
                         let upper = c.id.to_ascii_uppercase();
                         let answer = send(&h.svc, post(&upper, PING)).await;
                         assert_eq!(answer.status, StatusCode::NOT_FOUND);
-                        c.request(PING, &seen, false).await;
+                        c.request(PING, &seen).await;
                         c.delete(&seen).await;
                     }
                 }
@@ -388,17 +387,17 @@ async fn mixed_traffic_stays_isolated_and_leaves_nothing_behind() {
     for task in tasks {
         task.await.expect("a client task panicked");
     }
+    // The tallies depend on scheduling (which opens found the table full): reported, not
+    // asserted. Each branch asserts its own outcome whenever it runs.
     eprintln!("{seen:?}");
+    // Deterministic: the first open of the test finds an empty table.
     assert!(seen.opened.load(Ordering::Relaxed) > 0);
-    assert!(seen.deleted.load(Ordering::Relaxed) > 0);
-    assert!(seen.expired.load(Ordering::Relaxed) > 0);
-    assert!(seen.streams_cut.load(Ordering::Relaxed) > 0);
     assert_drained(&h, idle, MAX).await;
 }
 
 async fn drain_stream_owned(
     id: String,
-    body: tower_mcp_session::ResponseBody<reliability::Body>,
+    body: tower_mcp_session::body::ResponseBody<reliability::Body>,
 ) -> usize {
     drain_stream(&id, body).await
 }
@@ -449,7 +448,7 @@ async fn delete_ends_every_open_stream_of_the_session() {
     }
     for c in &mut clients {
         c.dead = true;
-        assert_eq!(c.request(PING, &seen, false).await, StatusCode::NOT_FOUND);
+        assert_eq!(c.request(PING, &seen).await, StatusCode::NOT_FOUND);
     }
     assert!(h.sessions.is_empty());
     assert_eq!(h.tracker.live(), 0, "a stream or service outlived DELETE");
@@ -484,10 +483,10 @@ async fn expiry_racing_requests_never_resurrects_a_session() {
                     let gap = idle * 3 / 4
                         + Duration::from_millis(rng.below(idle.as_millis() as u64 / 2));
                     sleep(gap).await;
-                    c.request(PING, &seen, false).await;
+                    c.request(PING, &seen).await;
                 }
                 c.delete(&seen).await;
-                assert_eq!(c.request(PING, &seen, false).await, StatusCode::NOT_FOUND);
+                assert_eq!(c.request(PING, &seen).await, StatusCode::NOT_FOUND);
             }
         }));
     }
@@ -541,7 +540,7 @@ async fn shutdown_during_traffic() {
                 };
                 for _ in 0..1 + rng.below(3) {
                     let late = after.load(Ordering::SeqCst);
-                    let status = c.request(PING, &seen, true).await;
+                    let status = c.request(PING, &seen).await;
                     if late {
                         assert_eq!(status, StatusCode::NOT_FOUND, "served after shutdown");
                     }
@@ -582,11 +581,12 @@ async fn shutdown_during_traffic() {
     // After shutdown: no session opens, none is found.
     let answer = send(&h.svc, initialize()).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(h.sessions.is_empty());
-    assert!(
-        seen.full.load(Ordering::Relaxed) > 0,
-        "no open was refused: shutdown came late"
+    assert!(answer.headers.get("retry-after").is_none(), "{answer:?}");
+    assert_eq!(
+        &answer.body[..],
+        br#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Service unavailable: shutting down"},"id":null}"#
     );
+    assert!(h.sessions.is_empty());
     assert_drained(&h, Duration::from_millis(10), 0).await;
 }
 
