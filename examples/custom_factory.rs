@@ -27,9 +27,8 @@ use bytes::Bytes;
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_mcp_session::{
-    OpenPolicy, Principal, RequestBody, ResponseBody, SessionInfo, SessionLayer, Sessions,
-};
+use tower_mcp_session::body::{RequestBody, ResponseBody};
+use tower_mcp_session::{ClosePolicy, OpenPolicy, Principal, SessionInfo, SessionLayer, Sessions};
 
 /// The session header of this app.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session-token");
@@ -184,7 +183,10 @@ pub fn app(
 
     let layer = SessionLayer::new(factory)
         .header(SESSION_HEADER)
-        .session_id(make_session_id)
+        .make_session_id(make_session_id)
+        .close_policy(ClosePolicy::when(|parts| {
+            parts.method == Method::DELETE && parts.uri.path() == "/logout"
+        }))
         .open_policy(OpenPolicy::when(|parts| {
             parts.method == Method::POST && parts.uri.path() == "/login"
         }))

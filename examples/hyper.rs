@@ -41,7 +41,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
-use tower_mcp_session::{OpenPolicy, RequestBody, SessionInfo, SessionLayer};
+use tower_mcp_session::body::RequestBody;
+use tower_mcp_session::{ClosePolicy, OpenPolicy, Session, SessionInfo, SessionLayer};
 
 /// What the inner and the per-session services receive.
 type Body = RequestBody<Incoming>;
@@ -78,16 +79,22 @@ pub async fn serve(
         Ok::<_, Infallible>(service_fn(move |req: Request<Body>| {
             let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
             // The layer also puts the session into the extensions of each routed request.
-            debug_assert_eq!(req.extensions().get::<SessionInfo>(), Some(&session));
+            debug_assert_eq!(
+                req.extensions().get::<Session>().map(Session::info),
+                Some(&session)
+            );
             let body = format!("session {}: request {n}\n", session.id());
             async move { Ok::<_, Infallible>(text(StatusCode::OK, body)) }
         }))
     })
     .open_policy(OpenPolicy::when(|parts| parts.method == Method::POST))
+    .close_policy(ClosePolicy::delete())
     .sessionless(|parts| parts.method == Method::GET && parts.uri.path() == "/health")
     .idle_timeout(Duration::from_secs(30 * 60))
     .max_sessions(10_000)
-    .on_close(|id, reason| tracing::info!(%id, ?reason, "session closed"));
+    .on_close(
+        |info: &SessionInfo, reason| tracing::info!(id = %info.id(), ?reason, "session closed"),
+    );
     let sessions = layer.sessions();
     let app = ServiceBuilder::new().layer(layer).service(inner);
 

@@ -38,7 +38,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_mcp_session::{RequestBody, SessionInfo, SessionLayer};
+use tower_mcp_session::body::RequestBody;
+use tower_mcp_session::{SessionInfo, SessionLayer};
 
 type Body = RequestBody<Full<Bytes>>;
 

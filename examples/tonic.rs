@@ -60,7 +60,7 @@ pub mod counter {
     use tonic::{Request, Response, Status};
     use tonic_prost::ProstCodec;
     use tower::Service;
-    use tower_mcp_session::SessionInfo;
+    use tower_mcp_session::Session;
 
     /// `message AddRequest`.
     #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
@@ -100,8 +100,8 @@ pub mod counter {
             // The layer puts the session into the extensions of every request it routes.
             let session_id = request
                 .extensions()
-                .get::<SessionInfo>()
-                .map(|session| session.id().to_string())
+                .get::<Session>()
+                .map(|session| session.info().id().to_string())
                 .unwrap_or_default();
             let amount = request.into_inner().amount;
             let value = self.value.fetch_add(amount, Ordering::Relaxed) + amount;
@@ -213,7 +213,9 @@ pub fn session_layer() -> SessionLayer<Factory> {
         })
         .idle_timeout(Duration::from_secs(30 * 60))
         .max_sessions(10_000)
-        .on_close(|id, reason| tracing::info!(%id, ?reason, "session closed"))
+        .on_close(
+            |info: &SessionInfo, reason| tracing::info!(id = %info.id(), ?reason, "session closed"),
+        )
 }
 
 /// The session factory of this server.
