@@ -41,7 +41,7 @@ fn generator_mints_prefixed_random_ids() {
     assert_ne!(a, b);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn factory_loads_state_and_the_custom_header_carries_the_custom_id() {
     let store = Store::new(Duration::from_millis(5));
     let (app, sessions) = example::app(Arc::clone(&store));
@@ -101,7 +101,7 @@ async fn factory_loads_state_and_the_custom_header_carries_the_custom_id() {
     assert!(sessions.contains(&id));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn factory_failure_is_500_and_stores_nothing() {
     let store = Store::new(Duration::from_millis(5));
     let (app, sessions) = example::app(Arc::clone(&store));
@@ -127,10 +127,13 @@ async fn factory_failure_is_500_and_stores_nothing() {
 
     // The failure leaves no trace: once the store is back, the same user logs in.
     store.set_available(true);
+    let started = tokio::time::Instant::now();
     let opened = app
         .clone()
         .oneshot(request(Method::POST, "/login", Some("bob"), None));
     let (response, body) = read(opened.await.unwrap()).await;
+    // The paused clock makes the store's latency exact: the opening waited for the factory.
+    assert_eq!(started.elapsed(), Duration::from_millis(5));
     assert_eq!(response.status(), StatusCode::OK);
     let id = response.headers()[SESSION_HEADER]
         .to_str()
@@ -144,7 +147,7 @@ async fn factory_failure_is_500_and_stores_nothing() {
     assert_eq!(sessions.ids()[0].as_str(), id);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn only_login_opens_and_delete_logs_out() {
     let store = Store::new(Duration::from_millis(5));
     let (app, sessions) = example::app(store);
@@ -169,7 +172,19 @@ async fn only_login_opens_and_delete_logs_out() {
         .to_owned();
     assert!(body.starts_with("carol (guest plan)"), "{body}");
 
-    // DELETE with the token closes the session; the token is then unknown.
+    // Only `DELETE /logout` closes: a DELETE elsewhere is the session's own request.
+    let other = app
+        .clone()
+        .oneshot(request(Method::DELETE, "/whoami", Some("carol"), Some(&id)));
+    let (response, body) = read(other.await.unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        body,
+        format!("carol (guest plan) DELETE /whoami: request 2 of session {id}\n")
+    );
+    assert!(sessions.contains(&id));
+
+    // DELETE /logout with the token closes the session; the token is then unknown.
     let logout = app
         .clone()
         .oneshot(request(Method::DELETE, "/logout", Some("carol"), Some(&id)));
