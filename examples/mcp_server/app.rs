@@ -261,12 +261,18 @@ fn warn_unwired(config: &Config) {
     let unwired = [
         ("--peek-timeout-secs", config.peek_timeout.is_some()),
         ("--peek-budget-bytes", config.peek_budget.is_some()),
-        ("--max-sessions-per-client", config.max_sessions_per_client.is_some()),
+        (
+            "--max-sessions-per-client",
+            config.max_sessions_per_client.is_some(),
+        ),
         ("--max-lifetime-secs", config.max_lifetime.is_some()),
     ];
     for (flag, set) in unwired {
         if set {
-            tracing::warn!(flag, "not enforced yet: this version of SessionLayer has no such setting");
+            tracing::warn!(
+                flag,
+                "not enforced yet: this version of SessionLayer has no such setting"
+            );
         }
     }
 }

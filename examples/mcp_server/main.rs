@@ -81,7 +81,11 @@ struct Args {
     /// Browser origin (`http://app.example.com:8080`) allowed to call the server: CORS
     /// answers its preflights and exposes `Mcp-Session-Id` to it; repeat the flag or
     /// separate origins with commas. None: no CORS.
-    #[arg(long = "allow-origin", env = "MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-origin",
+        env = "MCP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     allowed_origins: Vec<String>,
 
     // --- sessions ---
