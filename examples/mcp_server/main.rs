@@ -16,6 +16,7 @@
 
 mod app;
 mod server;
+mod trim;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -114,6 +115,12 @@ struct Args {
     /// Seconds after which a session is closed however busy it is. Not enforced yet.
     #[arg(long, env = "MCP_MAX_LIFETIME_SECS")]
     max_lifetime_secs: Option<u64>,
+
+    // --- memory ---
+    /// After many sessions have closed (expiry sweeps, evictions), hand the freed heap back
+    /// to the OS with glibc's malloc_trim (Linux/glibc only; see BENCHMARKS.md).
+    #[arg(long, env = "MCP_MALLOC_TRIM", default_value_t = true, action = clap::ArgAction::Set)]
+    malloc_trim: bool,
 }
 
 #[tokio::main]
@@ -160,6 +167,9 @@ async fn main() -> std::io::Result<()> {
     }
     tracing::info!("MCP server listening on http://{addr}/mcp");
 
+    if args.malloc_trim {
+        trim::spawn(sessions.clone());
+    }
     match server::serve(listener, router, sessions, config, shutdown_signal()).await {
         server::Stopped::Drained => tracing::info!("server stopped"),
         server::Stopped::GraceExpired { open } => tracing::warn!(
