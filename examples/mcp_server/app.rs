@@ -5,8 +5,9 @@
 //! # Shape
 //!
 //! ```text
-//! Router ── host/origin check (403) ── /mcp ── SessionLayer::mcp(factory) ──┬─ per-session MethodRouter (POST, GET)
-//!                                                                            └─ sessionless MethodRouter (400)
+//! Router ── trace ── host/origin check (400/403) ── body limit (413) ── CORS (if origins are allowed)
+//!   ── /mcp ─┬─ GET ──────────────────── SessionLayer::mcp(factory) ──┬─ per-session MethodRouter (POST, GET)
+//!            └─ others ── timeout (408) ─┘ (one layer, one table)      └─ sessionless MethodRouter (400)
 //! ```
 //!
 //! - **One MCP server per session.** The factory builds, for each `initialize`, a fresh
@@ -31,20 +32,30 @@
 //!   listing the supported versions; a client that probes with `server/discover` first (as
 //!   rmcp's `Auto` lifecycle does) reads that as "legacy server" and falls back to
 //!   `initialize`.
-//! - **DNS rebinding.** Every request whose `Host` (or `Origin`, if present) is not
-//!   `localhost`, `127.0.0.1` or `[::1]` (any port), or one of [`Config::allowed_hosts`], is
-//!   refused with 403 before it reaches the session layer, so it can neither open nor use a
-//!   session (MCP 2025-11-25, Streamable HTTP, Security Warning).
+//! - **DNS rebinding.** Every request whose `Host`, absolute-form target
+//!   (`POST http://host/mcp`) or `Origin` (if present) does not name `localhost`, `127.0.0.1`
+//!   or `[::1]` (any port), or one of [`Config::allowed_hosts`], is refused with 403 before
+//!   it reaches the session layer, so it can neither open nor use a session (MCP 2025-11-25,
+//!   Streamable HTTP, Security Warning); an `Origin` listed exactly in
+//!   [`Config::allowed_origins`] is accepted too. A request with two `Host` headers gets 400.
+//! - **Browsers.** With [`Config::allowed_origins`], tower-http's `CorsLayer` answers
+//!   preflights (OPTIONS) before the session layer and exposes `Mcp-Session-Id` to those
+//!   origins' scripts; other origins get no `Access-Control-Allow-Origin`, so their scripts
+//!   cannot use the server.
+//! - **Limits.** Request bodies over [`Config::body_limit`] get 413; requests other than GET
+//!   that take longer than [`Config::request_timeout`] get 408 (a GET is an SSE stream meant
+//!   to stay open, so it is exempt). Connection-level limits are in `server.rs`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -52,9 +63,13 @@ use axum::routing::{MethodRouter, any, post};
 use futures_util::stream;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
-use tower_mcp_session::{SessionInfo, SessionLayer, Sessions};
+use tower_mcp_session::{ClientKey, SessionInfo, SessionLayer, Sessions};
 
 /// Protocol versions this server speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -92,11 +107,36 @@ const STREAM_BUFFER: usize = 64;
 pub struct Config {
     /// A session unused this long expires (its id then gets 404). Default: 30 minutes.
     pub idle_timeout: Duration,
-    /// Most sessions open at once; past it `initialize` gets 503. Default: 1,000.
+    /// Most sessions open at once; past it `initialize` gets 503 (or the idlest session is
+    /// closed, with [`Config::evict_idlest`]). Default: 1,000.
     pub max_sessions: usize,
+    /// At [`Config::max_sessions`], close the idlest session instead of answering 503.
+    /// Default: off.
+    pub evict_idlest: bool,
     /// Host names allowed in `Host`/`Origin` besides [`LOCAL_HOSTS`], without port
     /// (`mcp.example.com`, `[fd00::1]`). Default: none.
     pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`, exactly as browsers send `Origin`) allowed to
+    /// call the server cross-origin: their `Origin` passes the DNS-rebinding check and CORS
+    /// answers them. Empty: no CORS at all (preflights get the layer's 405). Default: none.
+    pub allowed_origins: Vec<String>,
+    /// Most time a request other than GET may take until its response head (reading its
+    /// body included); then 408. GET (the SSE stream) is exempt. Default: 30 s.
+    pub request_timeout: Duration,
+    /// Most bytes of a request body; more gets 413. Default: 4 MiB.
+    pub body_limit: usize,
+    /// Most bytes of an opening request's body the layer reads to find `initialize`; more
+    /// gets 413. Default: 64 KiB (an `initialize` is well under 1 KiB).
+    pub peek_limit: usize,
+    /// Most time the layer waits for an opening request's body. Not wired yet (layer 0.2).
+    pub peek_timeout: Option<Duration>,
+    /// Most bytes the layer holds in opening-request bodies across all requests at once.
+    /// Not wired yet (layer 0.2).
+    pub peek_budget: Option<usize>,
+    /// Most live sessions per client (keyed on the peer IP address). Not wired yet (layer 0.2).
+    pub max_sessions_per_client: Option<usize>,
+    /// A session is closed this long after it opened, however busy. Not wired yet (layer 0.2).
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Default for Config {
@@ -104,7 +144,16 @@ impl Default for Config {
         Self {
             idle_timeout: Duration::from_secs(30 * 60),
             max_sessions: 1_000,
+            evict_idlest: false,
             allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            body_limit: 4 * 1024 * 1024,
+            peek_limit: 64 * 1024,
+            peek_timeout: None,
+            peek_budget: None,
+            max_sessions_per_client: None,
+            max_lifetime: None,
         }
     }
 }
@@ -118,31 +167,110 @@ pub struct App {
     pub sessions: Sessions,
 }
 
+/// Request headers a browser client may send cross-origin.
+pub const CORS_ALLOW_HEADERS: [&str; 5] = [
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "content-type",
+    "authorization",
+];
+
 /// Builds the server.
+///
+/// ```text
+/// TraceLayer ── check_host (400/403) ── RequestBodyLimit (413) ── CorsLayer (preflights)
+///   ── /mcp ─┬─ GET ────────────────────────────── SessionLayer ── per-session router
+///            └─ other methods ── Timeout (408) ── SessionLayer (same table)
+/// ```
 pub fn build(config: Config) -> App {
     // Sessionless requests (MCP-Protocol-Version >= 2026-07-28) go here.
     let inner: MethodRouter = any(sessionless);
-    let layer = SessionLayer::mcp(|info: SessionInfo, _inner: MethodRouter| async move {
+    let mut layer = SessionLayer::mcp(|info: SessionInfo, _inner: MethodRouter| async move {
         tracing::debug!(session = %info.id().redacted(), "building the session's MCP server");
         Ok::<_, Infallible>(session_server(Session::new(info)))
     })
     .idle_timeout(config.idle_timeout)
     .max_sessions(config.max_sessions)
-    .on_close(
+    .evict_idlest(config.evict_idlest)
+    .peek_limit(config.peek_limit);
+    if let Some(timeout) = config.peek_timeout {
+        layer = layer.peek_timeout(timeout);
+    }
+    if let Some(budget) = config.peek_budget {
+        layer = layer.peek_budget(budget);
+    }
+    if let Some(max) = config.max_sessions_per_client {
+        // One client = one peer IP (the port changes with every connection).
+        layer = layer.max_sessions_per_client(max).client_key(|parts| {
+            let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+            Some(ClientKey::from(*peer))
+        });
+    }
+    if let Some(lifetime) = config.max_lifetime {
+        layer = layer.max_lifetime(lifetime);
+    }
+    let layer = layer.on_close(
         |info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"),
     );
     let sessions = layer.sessions();
     let mcp = ServiceBuilder::new().layer(layer).service(inner);
 
-    let mut allowed: Vec<String> = LOCAL_HOSTS.iter().map(|h| (*h).to_owned()).collect();
-    allowed.extend(config.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
-    let router = Router::new()
-        .route_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(
-            Arc::new(allowed),
-            check_host,
-        ));
+    // The request timeout bounds POST and DELETE (body read included). A GET is an SSE
+    // stream meant to stay open for the whole session, so it is routed around the timeout
+    // (tower-http's timeout only bounds the response head, which a GET answers at once, but
+    // the stream should not depend on that). Both routes share one session table.
+    let timed = ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .map_response(IntoResponse::into_response)
+        .service(mcp.clone());
+    // Not axum's `get_service(..).fallback_service(..)`: its method router adds
+    // `Allow: GET,HEAD` to every answer of the fallback, the layer's 405s included.
+    let endpoint = tower::service_fn(move |request: Request| {
+        let (mcp, timed) = (mcp.clone(), timed.clone());
+        async move {
+            if request.method() == Method::GET {
+                mcp.oneshot(request).await.map(IntoResponse::into_response)
+            } else {
+                timed.oneshot(request).await
+            }
+        }
+    });
+
+    let mut router = Router::new().route_service("/mcp", endpoint);
+    if !config.allowed_origins.is_empty() {
+        router = router.layer(cors(&config.allowed_origins));
+    }
+    let policy = HostPolicy::new(&config.allowed_hosts, &config.allowed_origins);
+    let router = router
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        .layer(middleware::from_fn_with_state(Arc::new(policy), check_host))
+        .layer(TraceLayer::new_for_http());
     App { router, sessions }
+}
+
+/// Answers CORS preflights from `origins` (before the session layer, which would answer
+/// OPTIONS with 405) and lets their scripts read `Mcp-Session-Id`.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| match HeaderValue::from_str(&normalize_origin(o)) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(origin = %o, "ignoring an allowed origin that is not a header value");
+                None
+            }
+        })
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(CORS_ALLOW_HEADERS.map(HeaderName::from_static))
+        .expose_headers([HeaderName::from_static("mcp-session-id")])
+        .max_age(Duration::from_secs(600))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -471,28 +599,79 @@ async fn sessionless(headers: HeaderMap, body: Bytes) -> Response {
 // DNS-rebinding protection
 // ---------------------------------------------------------------------------------------
 
-/// Refuses with 403 a request whose `Host`, or `Origin` if present, names a host not in
-/// `allowed` (lower-case names without port).
-async fn check_host(State(allowed): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let host_ok = host.is_some_and(|h| is_allowed(&allowed, host_name(h)));
-    let origin_ok = headers.get(header::ORIGIN).is_none_or(|origin| {
+/// Which hosts and origins [`check_host`] lets through.
+#[derive(Debug)]
+struct HostPolicy {
+    /// Lower-case host names without port: [`LOCAL_HOSTS`] and [`Config::allowed_hosts`].
+    hosts: Vec<String>,
+    /// Exact origins from [`Config::allowed_origins`], normalized by [`normalize_origin`].
+    origins: Vec<String>,
+}
+
+impl HostPolicy {
+    fn new(hosts: &[String], origins: &[String]) -> Self {
+        let mut all: Vec<String> = LOCAL_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        all.extend(hosts.iter().map(|h| h.to_ascii_lowercase()));
+        Self {
+            hosts: all,
+            origins: origins.iter().map(|o| normalize_origin(o)).collect(),
+        }
+    }
+
+    fn host_ok(&self, authority: &str) -> bool {
+        is_allowed(&self.hosts, host_name(authority))
+    }
+
+    /// An allowed origin is one whose host is allowed (any scheme and port, like `Host`) or
+    /// one listed exactly in [`Config::allowed_origins`].
+    fn origin_ok(&self, origin: &str) -> bool {
+        let listed = normalize_origin(origin);
+        if self.origins.contains(&listed) {
+            return true;
+        }
         origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
+            .split_once("://")
             .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
-            .is_some_and(|authority| is_allowed(&allowed, host_name(authority)))
-    });
-    if host_ok && origin_ok {
+            .is_some_and(|authority| self.host_ok(authority))
+    }
+}
+
+/// `Origin` as browsers send it: lower case, no trailing slash.
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// DNS-rebinding protection, before anything else sees the request:
+/// - more than one `Host` header: 400 (which one would a proxy have routed on?);
+/// - the request names its host in `Host`, in an absolute-form target
+///   (`POST http://host/mcp`, and every HTTP/2 request's `:authority`), or both: each of them
+///   must be allowed, else 403; naming none is refused too (403);
+/// - an `Origin` header, if present, must be allowed (see [`HostPolicy::origin_ok`]), else 403.
+async fn check_host(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        tracing::warn!("refused a request with more than one Host header");
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            -32000,
+            "Bad Request: more than one Host header",
+        );
+    }
+    let target = req.uri().authority();
+    let host_ok = host.is_none_or(|h| h.to_str().is_ok_and(|h| policy.host_ok(h)));
+    let target_ok = target.is_none_or(|a| policy.host_ok(a.as_str()));
+    let named = host.is_some() || target.is_some();
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .is_none_or(|origin| origin.to_str().is_ok_and(|o| policy.origin_ok(o)));
+    if named && host_ok && target_ok && origin_ok {
         return next.run(req).await;
     }
     tracing::warn!(
-        host = ?headers.get(header::HOST),
+        host = ?host,
+        target = ?target,
         origin = ?headers.get(header::ORIGIN),
         "refused a request for a foreign host (DNS rebinding protection)"
     );

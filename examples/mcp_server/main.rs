@@ -5,43 +5,123 @@
 //! cargo run --example mcp_server                         # http://127.0.0.1:3000/mcp
 //! cargo run --example mcp_server -- --bind 127.0.0.1:8080
 //! MCP_BIND=127.0.0.1:8080 RUST_LOG=debug cargo run --example mcp_server
+//! cargo run --example mcp_server -- --help                # every limit, with its env var
 //! ```
 //!
 //! Each session has its own counter: call the `increment` tool from two clients and each
 //! counts from 1. See `app.rs` for what the server answers and `TRANSCRIPT.md` for a
-//! session driven with `curl`. Ctrl-C (or SIGTERM) closes every session, ending their open
-//! SSE streams, and then stops the server gracefully.
+//! session driven with `curl`, `server.rs` for how connections are served (timeouts,
+//! connection cap, bounded graceful shutdown). Ctrl-C (or SIGTERM) closes every session,
+//! ending their open SSE streams, and then stops the server within `--shutdown-grace-secs`.
 
 mod app;
+mod server;
+mod trim;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tracing_subscriber::EnvFilter;
 
-/// How long open connections get to finish after the sessions are closed on shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const ABOUT: &str = "Example MCP Streamable HTTP server (MCP 2025-11-25) built on \
+tower-mcp-session: one MCP server per session at http://BIND/mcp, with the limits a public \
+server needs.";
 
-/// An MCP Streamable HTTP server with one MCP server instance per session.
+const LONG_ABOUT: &str = "Example MCP Streamable HTTP server (MCP 2025-11-25) built on \
+tower-mcp-session: one MCP server per session at http://BIND/mcp, each with its own counter \
+(the `increment` tool).
+
+It is meant as a template for production: every limit below has a flag and an environment \
+variable. Requests whose Host or Origin is not localhost/127.0.0.1/[::1] or allowed with \
+--allow-host / --allow-origin are refused (DNS-rebinding protection). Ctrl-C or SIGTERM closes \
+every session, stops accepting and waits at most --shutdown-grace-secs for open connections.
+
+Logs go to stdout (RUST_LOG sets the filter, default info), without colour codes when stdout \
+is not a terminal.";
+
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "mcp_server", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Args {
     /// Address to listen on; the MCP endpoint is `/mcp`.
     #[arg(long, env = "MCP_BIND", default_value = "127.0.0.1:3000")]
     bind: SocketAddr,
+
+    // --- connections ---
+    /// Seconds a client may take to send a whole HTTP/1.1 request head (against slowloris).
+    #[arg(long, env = "MCP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Most connections open at once; more are closed as soon as they are accepted. Keep it
+    /// well under the process's file limit (ulimit -n).
+    #[arg(long, env = "MCP_MAX_CONNECTIONS", default_value_t = 1_024)]
+    max_connections: usize,
+    /// Also accept HTTP/2 over cleartext (prior knowledge). Off: HTTP/1.1 only.
+    #[arg(long, env = "MCP_H2C")]
+    h2c: bool,
+    /// Most concurrent streams per HTTP/2 connection (with --h2c).
+    #[arg(long, env = "MCP_H2_MAX_STREAMS", default_value_t = 100)]
+    h2_max_streams: u32,
+    /// Seconds open connections get to finish after Ctrl-C/SIGTERM before the server exits.
+    #[arg(long, env = "MCP_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
+    shutdown_grace_secs: u64,
+
+    // --- requests ---
+    /// Seconds a POST or DELETE may take until its response head, body upload included
+    /// (then 408). GET SSE streams are exempt.
+    #[arg(long, env = "MCP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// Most bytes of a request body (then 413).
+    #[arg(long, env = "MCP_BODY_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    body_limit_bytes: usize,
+    /// Host names accepted in `Host`/`Origin` besides localhost, 127.0.0.1 and [::1]
+    /// (DNS-rebinding protection); repeat the flag or separate names with commas.
+    #[arg(long = "allow-host", env = "MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Browser origin (`http://app.example.com:8080`) allowed to call the server: CORS
+    /// answers its preflights and exposes `Mcp-Session-Id` to it; repeat the flag or
+    /// separate origins with commas. None: no CORS.
+    #[arg(
+        long = "allow-origin",
+        env = "MCP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    // --- sessions ---
     /// Seconds a session may stay unused before it expires.
     #[arg(long, env = "MCP_IDLE_TIMEOUT_SECS", default_value_t = 30 * 60)]
     idle_timeout_secs: u64,
     /// Most sessions open at once; further `initialize` requests get 503.
     #[arg(long, env = "MCP_MAX_SESSIONS", default_value_t = 1_000)]
     max_sessions: usize,
-    /// Host names accepted in `Host`/`Origin` besides localhost, 127.0.0.1 and [::1]
-    /// (DNS-rebinding protection); repeat the flag or separate names with commas.
-    #[arg(long = "allow-host", env = "MCP_ALLOWED_HOSTS", value_delimiter = ',')]
-    allowed_hosts: Vec<String>,
+    /// At --max-sessions, close a sampled least-recently-requested session (its GET streams
+    /// end) instead of answering 503. Pair it with --max-sessions-per-client.
+    #[arg(long, env = "MCP_EVICT_IDLEST")]
+    evict_idlest: bool,
+    /// Most bytes of an opening request's body read to find `initialize` (then 413).
+    #[arg(long, env = "MCP_PEEK_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    peek_limit_bytes: usize,
+    /// Seconds the layer waits for an opening request's body (then 408). Default: 10.
+    #[arg(long, env = "MCP_PEEK_TIMEOUT_SECS")]
+    peek_timeout_secs: Option<u64>,
+    /// Most bytes of opening-request bodies held at once, all requests together (then 503
+    /// with Retry-After). Default: 16 MiB.
+    #[arg(long, env = "MCP_PEEK_BUDGET_BYTES")]
+    peek_budget_bytes: Option<usize>,
+    /// Most live sessions per client IP address (then 429 with Retry-After). Default: none.
+    #[arg(long, env = "MCP_MAX_SESSIONS_PER_CLIENT")]
+    max_sessions_per_client: Option<usize>,
+    /// Seconds after which a session is closed however busy it is. Default: none.
+    #[arg(long, env = "MCP_MAX_LIFETIME_SECS")]
+    max_lifetime_secs: Option<u64>,
+
+    // --- memory ---
+    /// After many sessions have closed (expiry sweeps, evictions), hand the freed heap back
+    /// to the OS with glibc's malloc_trim (Linux/glibc only; see BENCHMARKS.md).
+    #[arg(long, env = "MCP_MALLOC_TRIM", default_value_t = true, action = clap::ArgAction::Set)]
+    malloc_trim: bool,
 }
 
 #[tokio::main]
@@ -50,14 +130,32 @@ async fn main() -> std::io::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let args = Args::parse();
+    let secs = |s: u64| Duration::from_secs(s.max(1));
 
     let app::App { router, sessions } = app::build(app::Config {
-        idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+        idle_timeout: secs(args.idle_timeout_secs),
         max_sessions: args.max_sessions,
+        evict_idlest: args.evict_idlest,
         allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
+        request_timeout: secs(args.request_timeout_secs),
+        body_limit: args.body_limit_bytes,
+        peek_limit: args.peek_limit_bytes,
+        peek_timeout: args.peek_timeout_secs.map(secs),
+        peek_budget: args.peek_budget_bytes,
+        max_sessions_per_client: args.max_sessions_per_client,
+        max_lifetime: args.max_lifetime_secs.map(secs),
     });
+    let config = server::ServerConfig {
+        header_read_timeout: secs(args.header_read_timeout_secs),
+        max_connections: args.max_connections.max(1),
+        h2c: args.h2c,
+        h2_max_streams: args.h2_max_streams.max(1),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
 
     let listener = TcpListener::bind(args.bind).await?;
     let addr = listener.local_addr()?;
@@ -70,27 +168,16 @@ async fn main() -> std::io::Result<()> {
     }
     tracing::info!("MCP server listening on http://{addr}/mcp");
 
-    let (stopping_tx, stopping_rx) = oneshot::channel();
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: closing all sessions");
-        // Ends every session's open SSE streams, so the connections can finish.
-        let closed = sessions.shutdown();
-        tracing::info!(closed, "all sessions closed");
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
-    let deadline = async move {
-        if stopping_rx.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown; exiting"),
+    if args.malloc_trim {
+        trim::spawn(sessions.clone());
     }
-    tracing::info!("server stopped");
+    match server::serve(listener, router, sessions, config, shutdown_signal()).await {
+        server::Stopped::Drained => tracing::info!("server stopped"),
+        server::Stopped::GraceExpired { open } => tracing::warn!(
+            open,
+            "connections still open after the shutdown grace period; exiting anyway"
+        ),
+    }
     Ok(())
 }
 
