@@ -36,8 +36,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use tower::{Layer, Service, ServiceExt};
+use tower_mcp_session::body::RequestBody;
 use tower_mcp_session::{
-    RequestBody, SessionFactory, SessionInfo, SessionLayer, SessionService, Sessions,
+    Session, SessionFactory, SessionInfo, SessionLayer, SessionService, Sessions,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -86,7 +87,7 @@ impl Service<Req> for Inner {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        assert!(req.extensions().get::<SessionInfo>().is_none());
+        assert!(req.extensions().get::<Session>().is_none());
         std::future::ready(Ok(Response::new(full("inner"))))
     }
 }
@@ -96,14 +97,18 @@ struct Factory;
 
 impl<S> SessionFactory<S> for Factory {
     type Service = Echo;
+    type State = ();
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Echo, Infallible>>;
+    type Future = std::future::Ready<Result<(Echo, ()), Infallible>>;
 
     fn make_session(&self, info: SessionInfo, _: S) -> Self::Future {
-        std::future::ready(Ok(Echo {
-            info,
-            _token: Arc::new(Token::new()),
-        }))
+        std::future::ready(Ok((
+            Echo {
+                info,
+                _token: Arc::new(Token::new()),
+            },
+            (),
+        )))
     }
 }
 
@@ -124,7 +129,10 @@ impl Service<Req> for Echo {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        assert_eq!(req.extensions().get::<SessionInfo>(), Some(&self.info));
+        assert_eq!(
+            req.extensions().get::<Session>().map(Session::info),
+            Some(&self.info)
+        );
         for value in req.headers().get_all("mcp-session-id") {
             assert_eq!(
                 value.as_bytes(),
