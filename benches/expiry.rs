@@ -3,19 +3,27 @@
 //!
 //! Each repetition, with the real clock:
 //!
-//! 1. opens 1M "idle" sessions and 1,000 "active" ones through the full service path (idle
-//!    timeout 30 minutes, so none expires yet);
-//! 2. times one sweep that finds nothing to expire (the periodic cost of a full table);
+//! 1. opens 1M sessions in a table with the default idle timeout (30 minutes, so none
+//!    expires) and times one sweep that finds nothing to expire (the periodic cost of a full
+//!    table), then drops that table;
+//! 2. opens 1M "idle" sessions and 1,000 "active" ones through the full service path in a
+//!    table whose idle timeout is 50 ms (settings are frozen when a table is created, so the
+//!    timeout cannot be shortened afterwards);
 //! 3. starts a thread sending requests round-robin to the active sessions through the service
-//!    (each timed with `Instant::now`), shortens the idle timeout to 50 ms (settings are shared
-//!    by every clone of the layer) and waits 100 ms: every idle session is now expired, the
-//!    active ones are kept fresh. The latencies of this window are the "no sweep" baseline:
-//!    the noise of the machine itself (preemption) shows here;
+//!    (each timed with `Instant::now`) and waits 100 ms: every idle session is now expired,
+//!    the active ones are kept fresh. The latencies of this window are the "no sweep"
+//!    baseline: the noise of the machine itself (preemption) shows here;
 //! 4. times `sessions.sweep()` (it removes 1M entries shard by shard, runs the close
 //!    bookkeeping and frees them) while the thread keeps going, and records the latencies of
 //!    that window.
 //!
 //! No tokio runtime: the layer's own sweeper task does not start, so only the timed sweep runs.
+//!
+//! Then, once, the real sweeper: a table of 1M sessions that have expired, on a
+//! `current_thread` tokio runtime with a 100 ms sweep interval. The sweeper sweeps one shard
+//! at a time and yields between shards; a ticker task on the same runtime yields in a loop
+//! and records the longest gap between two of its polls, which is the longest single
+//! sweeper step (plus one ticker round). It is printed, not asserted.
 //!
 //! The request thread counts its context switches per window: voluntary ones are waits on a
 //! shard lock held by the sweep (the thread never sleeps otherwise), involuntary ones are
@@ -98,17 +106,25 @@ struct Rep {
     rt: bool,
 }
 
-fn rep(n: usize, active: usize) -> Rep {
+/// Times a sweep of a table of `n` sessions of which none has expired.
+fn scan_full_table(n: usize) -> f64 {
     let layer = mcp_layer(usize::MAX);
+    let sessions = layer.sessions();
+    let mut svc = layer.layer(Noop);
+    open_sessions(&mut svc, n);
+    let t = Instant::now();
+    assert_eq!(sessions.sweep(), 0);
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn rep(n: usize, active: usize) -> Rep {
+    let scan_ms = scan_full_table(n);
+    let layer = mcp_layer(usize::MAX).idle_timeout(IDLE);
     let sessions = layer.sessions();
     let mut svc = layer.layer(Noop);
     let (_, took) = open_sessions(&mut svc, n);
     let (active_ids, _) = open_sessions(&mut svc, active);
     let open_secs = took.as_secs_f64();
-
-    let t = Instant::now();
-    assert_eq!(sessions.sweep(), 0);
-    let scan_ms = t.elapsed().as_secs_f64() * 1e3;
 
     // 0: baseline window, 1: sweeping, 2: stop.
     let phase = AtomicU8::new(0);
@@ -160,7 +176,6 @@ fn rep(n: usize, active: usize) -> Rep {
             (windows, rt)
         });
         let rt_main = realtime(&main_tid, true);
-        let _ = layer.clone().idle_timeout(IDLE);
         std::thread::sleep(IDLE * 2);
         phase.store(1, Ordering::Relaxed);
         let t = Instant::now();
@@ -183,6 +198,49 @@ fn rep(n: usize, active: usize) -> Rep {
         during,
         rt,
     }
+}
+
+/// The real sweeper over `n` expired sessions: returns (longest gap between two polls of a
+/// ticker task on the sweeper's `current_thread` runtime, time until the table was empty).
+fn sweeper_steps(n: usize) -> (Duration, Duration) {
+    let rt = tokio_context();
+    let layer = mcp_layer(usize::MAX)
+        .idle_timeout(IDLE)
+        .sweep_interval(Duration::from_millis(100));
+    let sessions = layer.sessions();
+    let mut svc = layer.layer(Noop);
+    {
+        // Inside the runtime, so that the first request starts the sweeper; the runtime is
+        // not driven yet, so it does not run while the sessions open.
+        let _guard = rt.enter();
+        open_sessions(&mut svc, n);
+    }
+    std::thread::sleep(IDLE * 2);
+    assert_eq!(sessions.len(), n, "nothing swept before the runtime runs");
+    rt.block_on(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let stop = std::sync::Arc::clone(&stop);
+            async move {
+                let mut worst = Duration::ZERO;
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                    let now = Instant::now();
+                    worst = worst.max(now - last);
+                    last = now;
+                }
+                worst
+            }
+        });
+        let start = Instant::now();
+        while !sessions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        (ticker.await.expect("ticker"), took)
+    })
 }
 
 fn main() {
@@ -260,6 +318,17 @@ fn main() {
         ratio(Some(sweep / 500.0)),
         ratio(Some(worst / 1000.0)),
         opens / 1e3,
+    ));
+    let (worst_step, emptied) = sweeper_steps(n);
+    eprintln!(
+        "real sweeper over {n} expired sessions: longest single step {:.0} µs, table empty after {:.0} ms",
+        worst_step.as_secs_f64() * 1e6,
+        emptied.as_secs_f64() * 1e3,
+    );
+    out.push_str(&format!(
+        "- the real sweeper (one shard per step, yielding between shards) over {n} expired sessions on a current-thread runtime: longest gap a ticker task on that runtime saw between two polls {:.0} µs; table empty {:.0} ms after the runtime started\n",
+        worst_step.as_secs_f64() * 1e6,
+        emptied.as_secs_f64() * 1e3,
     ));
     write_summary("4-expiry", &out);
 }

@@ -7,10 +7,10 @@
 //! - `request`: building the request (session id copied into a fresh header value, protocol
 //!   version header) and dropping it. Part of every real request; subtract it from `full`.
 //! - `full`: `request` + `SessionService::call` (header checks, table lookup, in-flight
-//!   count, per-session service clone, `SessionInfo` into the extensions) + the no-op
+//!   count, per-session service clone, `Session` into the extensions) + the no-op
 //!   service + dropping the response (which ends the in-flight count).
-//! - `full_no_ext`: `full` through a service of the same layer (same table, same sessions)
-//!   built with `.session_info_extension(false)`: what the opt-out of the `SessionInfo`
+//! - `full_no_ext`: `full` through a layer with a table of its own holding the same ids,
+//!   built with `.session_extension(false)`: what the opt-out of the `Session`
 //!   extension saves per request.
 //! - `minimal_router`: `request` + the least a session middleware over a DashMap (the floor's,
 //!   below) can do: read the header, `get` + clone the handle, call the no-op service with the
@@ -67,7 +67,7 @@ type TokioMap = tokio::sync::RwLock<HashMap<Arc<str>, Arc<Handle>>>;
 
 struct Fixture {
     svc: Svc,
-    /// The same layer (a clone shares its table) with `.session_info_extension(false)`.
+    /// A layer with `.session_extension(false)` and a table holding the same ids.
     svc_no_ext: Svc,
     /// The ids in access order (a fixed random permutation), each its own allocation laid out
     /// in that order: the header bytes a server just parsed are hot in cache, the table is not.
@@ -85,9 +85,16 @@ impl Fixture {
         let mut svc = tower::Layer::layer(&layer, Noop);
         let (ids, took) = open_sessions(&mut svc, n);
         assert_eq!(layer.sessions().len(), n);
-        // Clones of a layer share its session table; the extension setting is per service.
-        let no_ext = layer.clone().session_info_extension(false);
-        let svc_no_ext = tower::Layer::layer(&no_ext, Noop);
+        // Settings are frozen per table: the opt-out needs a table of its own. It is filled
+        // with the very same ids (an id generator replaying them), so both services are walked
+        // in the same order over equal tables.
+        let replay = std::sync::Arc::new(std::sync::Mutex::new(ids.clone().into_iter()));
+        let no_ext = mcp_layer(usize::MAX)
+            .session_extension(false)
+            .make_session_id(move || replay.lock().unwrap().next().expect("an id to replay"));
+        let mut svc_no_ext = tower::Layer::layer(&no_ext, Noop);
+        let (replayed, _) = open_sessions(&mut svc_no_ext, n);
+        assert_eq!(replayed, ids);
         assert_eq!(no_ext.sessions().len(), n);
 
         let handle = |id: &str| Handle::new(id).1;
