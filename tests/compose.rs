@@ -23,11 +23,12 @@ use tower_mcp_session::{Session, SessionInfo, SessionLayer, SessionState, with_s
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
 
+/// What the factory below resolves to.
+type Made = std::future::Ready<Result<(PerSession, Arc<AtomicU64>), Infallible>>;
+
 /// The per-session service of rmcp's shape: `Response<BoxBody<Bytes, Infallible>>`, counting
 /// its own requests.
-fn boxed_body_factory()
--> impl Fn(SessionInfo, Router) -> std::future::Ready<Result<(PerSession, Arc<AtomicU64>), Infallible>>
-+ Clone {
+fn boxed_body_factory() -> impl Fn(SessionInfo, Router) -> Made + Clone {
     |info: SessionInfo, _inner: Router| {
         let count = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&count);
@@ -150,7 +151,7 @@ fn extractor_router() -> Router {
 }
 
 fn extractor_layer<I: Send + 'static>()
--> SessionLayer<impl tower_mcp_session::SessionFactory<I, Service = Router> + Clone> {
+-> SessionLayer<impl tower_mcp_session::SessionFactory<I, Service = Router>> {
     let template = extractor_router();
     SessionLayer::mcp(with_state(move |_info: SessionInfo, _inner: I| {
         let router = template.clone();
