@@ -118,7 +118,7 @@ pub(crate) struct Config {
     pub(crate) principal: Option<PrincipalFn>,
     pub(crate) rejection: Option<RejectionFn>,
     pub(crate) keep_session: Option<KeepFn>,
-    pub(crate) session_info_extension: bool,
+    pub(crate) session_extension: bool,
     pub(crate) on_open: Option<OnOpen>,
     pub(crate) on_close: Option<OnClose>,
 }
@@ -147,7 +147,7 @@ impl Config {
             principal: None,
             rejection: None,
             keep_session: None,
-            session_info_extension: true,
+            session_extension: true,
             on_open: None,
             on_close: None,
         }
@@ -157,13 +157,19 @@ impl Config {
     /// is shorter) clamped to 1 s..=60 s.
     pub(crate) fn sweep_interval(&self) -> Duration {
         self.sweep_interval.unwrap_or_else(|| {
-            let base = match (self.idle_ms, self.lifetime_ms) {
-                (0, l) => l,
-                (i, 0) => i,
-                (i, l) => i.min(l),
-            };
-            Duration::from_millis(base / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+            Duration::from_millis(self.shortest_timeout_ms() / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60))
         })
+    }
+
+    /// The shorter of the idle timeout and the lifetime, in ms (0 when neither is set): no
+    /// session opened at `t` can end by time before `t` plus this.
+    pub(crate) fn shortest_timeout_ms(&self) -> u64 {
+        match (self.idle_ms, self.lifetime_ms) {
+            (0, l) => l,
+            (i, 0) => i,
+            (i, l) => i.min(l),
+        }
     }
 
     /// Whether sessions can end by time at all (then a sweeper is worth running).

@@ -5,8 +5,8 @@
 //! Hooks receive the session's [`SessionInfo`] and nothing that could keep the session table
 //! alive, so a hook can never form a reference cycle with the table it observes. Every
 //! `on_open` is followed by exactly one `on_close` for the same session, and `on_close` never
-//! runs for a session whose id was not sent to a client (see
-//! [`Entry`](crate::registry) for the handshake that guarantees both).
+//! runs for a session whose id was not sent to a client (the registry's commit and its
+//! open/close handshake guarantee both).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

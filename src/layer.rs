@@ -291,7 +291,7 @@ impl<F> SessionLayer<F> {
     /// service still receives the [`SessionInfo`] from the factory. The opening request
     /// always carries it.
     pub fn session_extension(self, insert: bool) -> Self {
-        self.with(|c| c.session_info_extension = insert)
+        self.with(|c| c.session_extension = insert)
     }
 
     /// Runs `hook` each time a session opens, after it is stored and before the opening

@@ -196,7 +196,7 @@ mod probe {
 
     impl<'de> de::Deserialize<'de> for Method {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(IsStr("initialize")).map(Method)
+            d.deserialize_any(Accepts(Field::Method)).map(Method)
         }
     }
 
@@ -205,64 +205,39 @@ mod probe {
 
     impl<'de> de::Deserialize<'de> for Id {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = bool;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an id")
-                }
-                fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-                    Ok(true)
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-                    Ok(true)
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-                    Ok(true)
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-                    Ok(true)
-                }
-                fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-                    Ok(false)
-                }
-                fn visit_unit<E>(self) -> Result<bool, E> {
-                    Ok(false)
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                    Ok(false)
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    Ok(false)
-                }
-            }
-            d.deserialize_any(V).map(Id)
+            d.deserialize_any(Accepts(Field::Id)).map(Id)
         }
     }
 
-    /// A visitor accepting any value: `true` if it is the given string.
-    struct IsStr(&'static str);
+    /// The field whose value [`Accepts`] judges.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Field {
+        Method,
+        Id,
+    }
 
-    impl<'de> Visitor<'de> for IsStr {
+    /// A visitor accepting any value, skipping nested ones: `true` if it is what `Field`
+    /// wants (`"initialize"` for the method, a string or number for the id).
+    struct Accepts(Field);
+
+    impl<'de> Visitor<'de> for Accepts {
         type Value = bool;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a value")
         }
         fn visit_str<E>(self, s: &str) -> Result<bool, E> {
-            Ok(s == self.0)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-            Ok(false)
+            Ok(self.0 == Field::Id || s == "initialize")
         }
         fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-            Ok(false)
+            Ok(self.0 == Field::Id)
         }
         fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-            Ok(false)
+            Ok(self.0 == Field::Id)
         }
         fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(self.0 == Field::Id)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
             Ok(false)
         }
         fn visit_unit<E>(self) -> Result<bool, E> {

@@ -752,12 +752,7 @@ impl Registry {
     /// Records the earliest time a session can end, after a full pass that started at `now`.
     pub(crate) fn set_next_end(&self, next_end: u64, now: u64) {
         // Sessions opened during the pass end no sooner than `now` plus the shortest timeout.
-        let fresh = match (self.config.idle_ms, self.config.lifetime_ms) {
-            (0, l) => l,
-            (i, 0) => i,
-            (i, l) => i.min(l),
-        };
-        let bound = next_end.min(now.saturating_add(fresh));
+        let bound = next_end.min(now.saturating_add(self.config.shortest_timeout_ms()));
         self.next_end.store(bound, Ordering::Release);
     }
 

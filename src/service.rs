@@ -131,10 +131,14 @@ fn session_header<'a, B>(
     let bytes = value.as_bytes();
     id::validate(bytes)
         .map_err(|e| Rejection::InvalidSessionId(InvalidSessionHeader::Invalid(e)))?;
-    // Visible ASCII is valid UTF-8; `validate` guarantees it, so this never fails.
-    std::str::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| Rejection::InvalidSessionId(InvalidSessionHeader::Repeated))
+    // `validate` allows visible ASCII only, which is valid UTF-8: this never fails, and if it
+    // did, the byte it names is the one at fault.
+    std::str::from_utf8(bytes).map(Some).map_err(|e| {
+        let byte = bytes[e.valid_up_to()];
+        Rejection::InvalidSessionId(InvalidSessionHeader::Invalid(
+            id::InvalidSessionId::InvalidByte(byte),
+        ))
+    })
 }
 
 /// Runs `f` on the request's parts; predicates and extractors see `Parts`, not the body.
@@ -279,7 +283,7 @@ where
                 return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
             }
         };
-        if config.session_info_extension {
+        if config.session_extension {
             req.extensions_mut().insert(Session {
                 entry: Arc::clone(entry),
             });

@@ -46,18 +46,18 @@ pub(crate) fn ensure_started(registry: &Arc<Registry>) {
             if tokio::time::timeout(interval, notified).await.is_ok() {
                 return;
             }
+            let Some(started) = weak.upgrade().map(|r| r.now()) else {
+                return;
+            };
             let mut next_end = u64::MAX;
-            let mut start = None;
             let mut swept = 0;
             for shard in 0..SHARDS {
                 let Some(registry) = weak.upgrade() else {
                     return;
                 };
-                let now = registry.now();
-                let start = *start.get_or_insert(now);
-                swept += registry.sweep_shard(shard, now, &mut next_end);
+                swept += registry.sweep_shard(shard, registry.now(), &mut next_end);
                 if shard == SHARDS - 1 {
-                    registry.set_next_end(next_end, start);
+                    registry.set_next_end(next_end, started);
                 }
                 drop(registry);
                 tokio::task::yield_now().await;

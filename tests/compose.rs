@@ -131,6 +131,10 @@ where
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
+fn health() -> Request<Body> {
+    Request::get("/health").body(Body::empty()).unwrap()
+}
+
 fn init_at(path: &str) -> Request<Body> {
     Request::post(path).body(Body::from(INIT)).unwrap()
 }
@@ -170,9 +174,8 @@ async fn route_service_keeps_other_routes_out_of_the_session_rules() {
     let (status, body) = status_and_text(app.clone(), init_at("/mcp")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.ends_with(" 1"), "{body}");
-    let health = Request::get("/health").body(Body::empty()).unwrap();
     assert_eq!(
-        status_and_text(app, health).await,
+        status_and_text(app, health()).await,
         (StatusCode::OK, "ok".into())
     );
 }
@@ -208,9 +211,8 @@ async fn one_layer_around_a_whole_router_with_a_sessionless_health_route() {
     let app = ServiceBuilder::new().layer(layer).service(router);
     let (status, _) = status_and_text(app.clone(), init_at("/mcp")).await;
     assert_eq!(status, StatusCode::OK);
-    let health = Request::get("/health").body(Body::empty()).unwrap();
     assert_eq!(
-        status_and_text(app, health).await,
+        status_and_text(app, health()).await,
         (StatusCode::OK, "ok".into())
     );
 }
@@ -222,8 +224,7 @@ async fn router_layer_applies_the_session_rules_to_every_route() {
     let app = extractor_router()
         .route("/health", get(|| async { "ok" }))
         .layer(extractor_layer());
-    let health = Request::get("/health").body(Body::empty()).unwrap();
-    let (status, _) = status_and_text(app, health).await;
+    let (status, _) = status_and_text(app, health()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 

@@ -19,7 +19,7 @@ use http_body::{Body, Frame};
 use http_body_util::{Either, Full};
 use tower::{Layer, ServiceExt};
 use tower_mcp_session::body::RequestBody;
-use tower_mcp_session::{Principal, SessionInfo, SessionLayer, with_state};
+use tower_mcp_session::{SessionInfo, SessionLayer, with_state};
 
 use common::*;
 
@@ -211,22 +211,9 @@ async fn snapshot_close_where_and_state_reach_sessions_from_outside() {
         let owner = info.principal().map(|p| p.to_string());
         Ok::<_, Infallible>((Echo::new(info, &Live::default()), owner))
     }))
-    .principal(|parts| {
-        parts
-            .headers
-            .get("x-user")?
-            .to_str()
-            .ok()
-            .map(Principal::from)
-    });
+    .principal(user_of);
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
-    let as_user = |user: &str, req: Request<ReqBody>| {
-        let mut req = req;
-        req.headers_mut()
-            .insert("x-user", http::HeaderValue::from_str(user).unwrap());
-        req
-    };
     let mut ids = Vec::new();
     for user in ["ann", "ann", "bob"] {
         let resp = send(&app, as_user(user, initialize())).await;

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tower::Layer;
-use tower_mcp_session::{
-    ClientKey, CloseReason, Principal, SessionInfo, SessionLayer, WeakSessions,
-};
+use tower_mcp_session::{ClientKey, CloseReason, SessionInfo, SessionLayer, WeakSessions};
 
 use common::*;
 
@@ -266,28 +264,20 @@ async fn a_client_over_its_limit_gets_429_and_others_still_open() {
 
 #[tokio::test]
 async fn a_principal_over_its_limit_gets_429() {
-    let Fixture(_, _, _, app) = Fixture::mcp(|l| {
-        l.max_sessions_per_principal(1).principal(|parts| {
-            parts
-                .headers
-                .get("x-user")?
-                .to_str()
-                .ok()
-                .map(Principal::from)
-        })
-    });
-    let as_user = |user: &str| {
-        let mut req = initialize();
-        req.headers_mut()
-            .insert("x-user", http::HeaderValue::from_str(user).unwrap());
-        req
-    };
-    assert_eq!(status_of(&app, as_user("ann")).await, StatusCode::OK);
+    let Fixture(_, _, _, app) =
+        Fixture::mcp(|l| l.max_sessions_per_principal(1).principal(user_of));
     assert_eq!(
-        status_of(&app, as_user("ann")).await,
+        status_of(&app, as_user("ann", initialize())).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(&app, as_user("ann", initialize())).await,
         StatusCode::TOO_MANY_REQUESTS
     );
-    assert_eq!(status_of(&app, as_user("bob")).await, StatusCode::OK);
+    assert_eq!(
+        status_of(&app, as_user("bob", initialize())).await,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

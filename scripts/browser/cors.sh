@@ -22,6 +22,8 @@ set -uo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+# shellcheck source=../lib/proc.sh
+. "$SCRIPT_DIR/../lib/proc.sh"
 BUILD_TIMEOUT="${BROWSER_BUILD_TIMEOUT:-1200}"
 PAGE_TIMEOUT="${BROWSER_PAGE_TIMEOUT:-60}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-browser.XXXXXX")"
@@ -48,17 +50,9 @@ finish() {
 PIDS=()
 cleanup() {
   local pid
+  # Each child runs in its own process group (setsid).
   for pid in "${PIDS[@]}"; do
-    # Each child runs in its own process group (setsid): stop the group.
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 25); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_group "$pid" 25
   done
   if [ -n "${BROWSER_KEEP:-}" ]; then
     echo "browser: kept $WORK"
@@ -77,13 +71,6 @@ start() { # start LOG COMMAND...: runs COMMAND in its own process group
   PIDS+=("$!")
 }
 
-free_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
 
 wait_http() { # wait_http URL SECONDS: any HTTP answer counts
   local deadline=$((SECONDS + $2))

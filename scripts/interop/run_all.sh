@@ -23,13 +23,8 @@ READY_TIMEOUT="${INTEROP_READY_TIMEOUT:-120}"
 mkdir -p "$LOG_DIR"
 SERVER_LOG="$LOG_DIR/server.log"
 
-free_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
+# shellcheck source=../lib/proc.sh
+. "$SCRIPT_DIR/../lib/proc.sh"
 
 # Answers once anything speaks HTTP on the port (any status counts: a GET
 # without a session is expected to be refused with a 4xx).
@@ -45,16 +40,8 @@ EOF
 SERVER_PID=""
 stop_server() {
   [ -n "$SERVER_PID" ] || return 0
-  if kill -0 "$SERVER_PID" 2>/dev/null; then
-    # The server runs in its own process group (setsid): stop the group.
-    kill -TERM -- "-$SERVER_PID" 2>/dev/null || kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL -- "-$SERVER_PID" 2>/dev/null || kill -KILL "$SERVER_PID" 2>/dev/null || true
-  fi
-  wait "$SERVER_PID" 2>/dev/null || true
+  # The server runs in its own process group (setsid).
+  stop_group "$SERVER_PID"
   SERVER_PID=""
 }
 trap stop_server EXIT

@@ -25,6 +25,8 @@ set -uo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+# shellcheck source=../lib/proc.sh
+. "$SCRIPT_DIR/../lib/proc.sh"
 SESSIONS="${MEM_SESSIONS:-100000}"
 IDLE="${MEM_IDLE_SECS:-2}"
 THREADS="${MEM_THREADS:-4}"
@@ -35,14 +37,7 @@ KEPT="$LOG.kept"
 
 SERVER_PID=""
 cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null
-    for _ in $(seq 1 50); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-  fi
+  [ -n "$SERVER_PID" ] && stop_group "$SERVER_PID"
   wait 2>/dev/null || true
   rm -f "$LOG" "$KEPT"
 }
@@ -67,7 +62,7 @@ else
   cargo build --quiet --release --example mcp_server || die "build failed"
   BIN="$ROOT/target/release/examples/mcp_server"
 fi
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 URL="http://127.0.0.1:$PORT/mcp"
 
 # shellcheck disable=SC2086 # MEM_SERVER_ARGS is a list of flags

@@ -15,7 +15,7 @@ use super::message::{Scan, scan_response};
 use super::state::Shared;
 
 /// The error type of a streaming [`ClientBody`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::body::BoxError;
 
 /// How many bytes of an `initialize` answer the layer reads to find the negotiated protocol
 /// version. An `InitializeResult` is a few hundred bytes; past this the layer stops looking

@@ -524,3 +524,19 @@ where
         }
     }
 }
+
+/// The header the tests' principal extractor reads (a stand-in for an authentication layer).
+pub const USER: HeaderName = HeaderName::from_static("x-user");
+
+/// A principal extractor for [`SessionLayer::principal`]: the [`USER`] header, if any.
+pub fn user_of(parts: &http::request::Parts) -> Option<tower_mcp_session::Principal> {
+    let user = parts.headers.get(USER)?.to_str().ok()?;
+    Some(tower_mcp_session::Principal::from(user))
+}
+
+/// `req` sent as `user` (with the [`USER`] header).
+pub fn as_user(user: &str, mut req: Request<ReqBody>) -> Request<ReqBody> {
+    req.headers_mut()
+        .insert(USER, http::HeaderValue::from_str(user).unwrap());
+    req
+}

@@ -1,0 +1,25 @@
+# Shell helpers shared by the project's scripts (source it; it defines functions only).
+
+# Prints a free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# stop_group PID [TENTHS]: stops a child started with setsid (its own process group): TERM to
+# the group, up to TENTHS x 0.2 s (default 50: 10 s) for it to exit, then KILL; reaps it.
+stop_group() {
+  local pid="$1" tries="${2:-50}"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 "$tries"); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
