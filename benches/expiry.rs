@@ -123,7 +123,6 @@ fn rep(n: usize, active: usize) -> Rep {
     let sessions = layer.sessions();
     let mut svc = layer.layer(Noop);
     let (_, took) = open_sessions(&mut svc, n);
-    let (active_ids, _) = open_sessions(&mut svc, active);
     let open_secs = took.as_secs_f64();
 
     // 0: baseline window, 1: sweeping, 2: stop.
@@ -134,6 +133,10 @@ fn rep(n: usize, active: usize) -> Rep {
             let my_tid = tid();
             let rt = realtime(&my_tid, true);
             let mut svc = svc.clone();
+            // The active sessions open here, after the priority change (which may fork `chrt`
+            // from a large process and take longer than the idle timeout), and are then kept
+            // fresh by the loop below.
+            let (active_ids, _) = open_sessions(&mut svc, active);
             let mut windows = [Window::default(), Window::default()];
             for w in &mut windows {
                 w.lat_ns.reserve(4_000_000);
@@ -141,6 +144,7 @@ fn rep(n: usize, active: usize) -> Rep {
             let mut switches = ctxt_switches();
             let mut seen = 0;
             let mut i = 0;
+            let mut last_sent = vec![Instant::now(); active_ids.len()];
             loop {
                 let p = phase.load(Ordering::Relaxed);
                 if p != seen {
@@ -156,14 +160,16 @@ fn rep(n: usize, active: usize) -> Rep {
                     break;
                 }
                 let id = &active_ids[i];
-                i = (i + 1) % active_ids.len();
                 let t0 = Instant::now();
+                let since = t0.duration_since(last_sent[i]);
+                last_sent[i] = t0;
+                i = (i + 1) % active_ids.len();
                 let response = block_on(svc.call(session_request(id))).expect("infallible");
                 let lat = t0.elapsed().as_nanos() as u64;
                 assert_eq!(
                     response.status(),
                     StatusCode::OK,
-                    "an active session was lost"
+                    "an active session was lost ({since:?} after its previous request, phase {p})"
                 );
                 drop(response);
                 // A request the sweep started during counts for the sweep window.

@@ -79,7 +79,8 @@ fn refusal(config: &Config, refusal: Refusal) -> Rejection {
 impl<S, F> Opening<S, F> {
     pub(crate) async fn run<B, SB>(
         self,
-        req: Request<B>,
+        parts: Parts,
+        body: B,
         principal: Option<Principal>,
     ) -> Result<Opened<Response<SB>>, S::Error>
     where
@@ -94,7 +95,6 @@ impl<S, F> Opening<S, F> {
         let config = &registry.config;
         let rejected = |rejection| Ok(Opened::Rejected(reject(config, rejection)));
         let missing = || Rejection::MissingSessionId(config.header.clone());
-        let (parts, body) = req.into_parts();
         let peek = match &config.open.0 {
             OpenKind::AnyRequest => false,
             OpenKind::When(opens) => {

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
@@ -28,7 +28,6 @@ use crate::factory::SessionFactory;
 use crate::future::ResponseFuture;
 use crate::hooks::CloseReason;
 use crate::id;
-use crate::info::Principal;
 use crate::mcp;
 use crate::open::Opening;
 use crate::policy::CloseKind;
@@ -117,11 +116,11 @@ pub(crate) fn reject(config: &Config, rejection: Rejection) -> Response<Bytes> {
 }
 
 /// The single value of the session header: `Ok(None)` if absent.
-fn session_header<'a, B>(
+fn session_header<'a>(
     config: &Config,
-    req: &'a Request<B>,
+    headers: &'a HeaderMap,
 ) -> Result<Option<&'a str>, Rejection> {
-    let mut values = req.headers().get_all(&config.header).iter();
+    let mut values = headers.get_all(&config.header).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -141,54 +140,29 @@ fn session_header<'a, B>(
     })
 }
 
-/// Runs `f` on the request's parts; predicates and extractors see `Parts`, not the body.
-pub(crate) fn with_parts<B, T>(req: Request<B>, f: impl FnOnce(&Parts) -> T) -> (Request<B>, T) {
-    let (parts, body) = req.into_parts();
-    let out = f(&parts);
-    (Request::from_parts(parts, body), out)
-}
-
-/// The principal of a request, when an extractor is configured.
-fn principal_of<B>(config: &Config, req: Request<B>) -> (Request<B>, Option<Principal>) {
-    match &config.principal {
-        None => (req, None),
-        Some(extract) => with_parts(req, |parts| extract(parts)),
-    }
-}
-
 /// Whether the request skips sessions: the MCP protocol-version rule, then the
-/// [`sessionless`](crate::SessionLayer::sessionless) predicate. The request is taken apart only
-/// when a predicate needs its parts.
-fn sessionless<B>(config: &Config, req: Request<B>) -> (Request<B>, Result<bool, Rejection>) {
-    let by_version = if config.mcp {
-        mcp::is_sessionless(req.headers())
-    } else {
-        Ok(false)
-    };
-    match (by_version, &config.sessionless) {
-        (Ok(false), Some(predicate)) => {
-            let (req, yes) = with_parts(req, |parts| predicate(parts));
-            (req, Ok(yes))
-        }
-        (decided, _) => (req, decided),
+/// [`sessionless`](crate::SessionLayer::sessionless) predicate.
+fn sessionless(config: &Config, parts: &Parts) -> Result<bool, Rejection> {
+    if config.mcp && mcp::is_sessionless(&parts.headers)? {
+        return Ok(true);
     }
+    Ok(config
+        .sessionless
+        .as_ref()
+        .is_some_and(|predicate| predicate(parts)))
 }
 
 /// Whether the close policy claims a request with a session id: `Some(Ok(()))` closes,
 /// `Some(Err(_))` refuses with 405, `None` routes it.
-fn claimed<B>(config: &Config, req: Request<B>) -> (Request<B>, Option<Result<(), Rejection>>) {
-    let delete = req.method() == Method::DELETE;
+fn claimed(config: &Config, parts: &Parts) -> Option<Result<(), Rejection>> {
+    let delete = parts.method == Method::DELETE;
     match &config.close.0 {
-        CloseKind::Never => (req, None),
-        CloseKind::Delete => (req, delete.then_some(Ok(()))),
-        CloseKind::RefuseDelete => (
-            req,
-            delete.then_some(Err(Rejection::MethodNotAllowed(ALLOW_NO_DELETE))),
-        ),
-        CloseKind::When(predicate) => {
-            let (req, yes) = with_parts(req, |parts| predicate(parts));
-            (req, yes.then_some(Ok(())))
+        CloseKind::Never => None,
+        CloseKind::Delete => delete.then_some(Ok(())),
+        CloseKind::RefuseDelete => {
+            delete.then_some(Err(Rejection::MethodNotAllowed(ALLOW_NO_DELETE)))
         }
+        CloseKind::When(predicate) => predicate(parts).then_some(Ok(())),
     }
 }
 
@@ -217,17 +191,20 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         crate::sweeper::ensure_started(&self.registry);
         let config = &self.registry.config;
+        // Taken apart once: every check below reads the parts, and the request is put back
+        // together only for the service that gets it.
+        let (mut parts, body) = req.into_parts();
 
-        let (req, skip) = sessionless(config, req);
-        match skip {
+        match sessionless(config, &parts) {
             Ok(true) => {
-                return ResponseFuture::inner(self.inner.clone(), req.map(RequestBody::new));
+                let req = Request::from_parts(parts, RequestBody::new(body));
+                return ResponseFuture::inner(self.inner.clone(), req);
             }
             Ok(false) => {}
             Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
         }
 
-        let method = req.method();
+        let method = &parts.method;
         if config.mcp && method != Method::GET && method != Method::POST && method != Method::DELETE
         {
             let allow = if config.close.allows_delete() {
@@ -238,13 +215,16 @@ where
             return ResponseFuture::ready(reject(config, Rejection::MethodNotAllowed(allow)));
         }
 
-        let (req, principal) = principal_of(config, req);
+        let principal = config
+            .principal
+            .as_ref()
+            .and_then(|extract| extract(&parts));
         // Does the request belong to the session? (Only asked when principals are bound.)
         let owns = |entry: &DynEntry| {
             config.principal.is_none() || entry.info.principal() == principal.as_ref()
         };
-        let (mut req, claim) = claimed(config, req);
-        let id = match session_header(config, &req) {
+        let claim = claimed(config, &parts);
+        let id = match session_header(config, &parts.headers) {
             Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
             Ok(None) => {
                 // Opening a session may read the body and awaits the factory: boxed, off the
@@ -254,7 +234,7 @@ where
                     factory: self.factory.clone(),
                     registry: Arc::clone(&self.registry),
                 };
-                return ResponseFuture::open(Box::pin(opening.run(req, principal)));
+                return ResponseFuture::open(Box::pin(opening.run(parts, body, principal)));
             }
             Ok(Some(id)) => id,
         };
@@ -284,11 +264,12 @@ where
             }
         };
         if config.session_extension {
-            req.extensions_mut().insert(Session {
+            parts.extensions.insert(Session {
                 entry: Arc::clone(entry),
             });
         }
-        ResponseFuture::session(service, req.map(RequestBody::new), guard)
+        let req = Request::from_parts(parts, RequestBody::new(body));
+        ResponseFuture::session(service, req, guard)
     }
 }
 

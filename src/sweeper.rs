@@ -7,8 +7,10 @@
 //! - It starts with the first request the layer's service sees, on that request's tokio
 //!   runtime, when sessions can end by time at all. Without a runtime it does nothing, and a
 //!   full table still reclaims expired sessions itself.
-//! - It sweeps one shard at a time and yields to the runtime between shards, so it never holds
-//!   a worker for more than one shard (under a millisecond at 1M sessions; see BENCHMARKS.md).
+//! - It works in steps of one shard, or of at most 512 ended sessions of one shard, and yields
+//!   to the runtime between steps, so no single step holds a worker for long (see the expiry
+//!   bench in BENCHMARKS.md for the longest step at 1M). A session removed in a step is fully
+//!   closed in that step: its slot given back, its hook run, its service dropped.
 //! - It holds only a weak reference to the table, and the table wakes it when it is dropped:
 //!   it ends as soon as the last layer, service and [`Sessions`](crate::Sessions) handle are
 //!   gone, not at its next tick.
@@ -18,6 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::registry::{Registry, SHARDS};
+
+/// Most ended sessions one step of the sweeper removes and frees (between two yields).
+const FREE_CHUNK: usize = 512;
 
 /// Starts the sweeper on the current tokio runtime, once per table.
 pub(crate) fn ensure_started(registry: &Arc<Registry>) {
@@ -52,15 +57,28 @@ pub(crate) fn ensure_started(registry: &Arc<Registry>) {
             let mut next_end = u64::MAX;
             let mut swept = 0;
             for shard in 0..SHARDS {
-                let Some(registry) = weak.upgrade() else {
-                    return;
-                };
-                swept += registry.sweep_shard(shard, registry.now(), &mut next_end);
-                if shard == SHARDS - 1 {
-                    registry.set_next_end(next_end, started);
+                // One step: at most FREE_CHUNK sessions of one shard removed, closed and freed
+                // (freeing is the costly part: a shard's entries are spread over the heap),
+                // then a yield. A removed session is settled within its step: its slot is
+                // given back, its hook has run and its service is dropped.
+                loop {
+                    let Some(registry) = weak.upgrade() else {
+                        return;
+                    };
+                    let mut closed = Vec::new();
+                    let now = registry.now();
+                    let more =
+                        registry.take_ended(shard, now, &mut next_end, &mut closed, FREE_CHUNK);
+                    swept += registry.released(closed);
+                    if shard == SHARDS - 1 && !more {
+                        registry.set_next_end(next_end, started);
+                    }
+                    drop(registry);
+                    tokio::task::yield_now().await;
+                    if !more {
+                        break;
+                    }
                 }
-                drop(registry);
-                tokio::task::yield_now().await;
             }
             if swept > 0 {
                 tracing::debug!(swept, "sessions expired");
