@@ -11,7 +11,7 @@
 # Environment (all optional):
 #   BENCH_PRIORITY=rt|nice|normal  priority of the measured threads during the short latency
 #                                  and paired windows (default: rt when `chrt` is allowed,
-#                                  else normal); see benches/common/mod.rs
+#                                  else normal); see suite/benches/common/mod.rs
 #   BENCH_RESULTS_DIR, CRITERION_HOME  where summaries and criterion data go (default: the
 #                                  cargo target directory's bench-results/ and criterion/)
 #   LOOKUP_SIZES, EXPIRY_REPS, E2E_ROUNDS, ...  see the doc comment at the top of each bench

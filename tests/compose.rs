@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_http::timeout::TimeoutLayer;
@@ -70,52 +72,44 @@ async fn axum_inner_and_boxed_session_bodies_under_timeout_layer_over_loopback()
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = reqwest::Client::new();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let send = |method: &str, path: &str, headers: &[(&str, &str)], body: &'static str| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{url}{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::from(body)).unwrap();
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let text = body.collect().await.unwrap().to_bytes();
+            (parts, String::from_utf8(text.to_vec()).unwrap())
+        }
+    };
 
-    let health = client.get(format!("{url}/health")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-    assert_eq!(health.text().await.unwrap(), "ok");
+    let (health, text) = send("GET", "/health", &[], "").await;
+    assert_eq!((health.status, text.as_str()), (StatusCode::OK, "ok"));
 
-    let init = client
-        .post(format!("{url}/mcp"))
-        .body(INIT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(init.status(), 200);
-    let id = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        init.text().await.unwrap(),
-        json!({"session": id, "n": 1}).to_string()
-    );
-    let call = client
-        .post(format!("{url}/mcp"))
-        .header("mcp-session-id", &id)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        call.text().await.unwrap(),
-        json!({"session": id, "n": 2}).to_string()
-    );
+    let (init, text) = send("POST", "/mcp", &[], INIT).await;
+    assert_eq!(init.status, StatusCode::OK);
+    let id = init.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_eq!(text, json!({"session": id, "n": 1}).to_string());
+    let (_, text) = send("POST", "/mcp", &[("mcp-session-id", &id)], "{}").await;
+    assert_eq!(text, json!({"session": id, "n": 2}).to_string());
     // The typed state is the session's own counter.
     let count = sessions.state::<Arc<AtomicU64>>(&id).unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 2);
 
     // The sessionless version reaches the axum inner.
-    let modern = client
-        .post(format!("{url}/mcp"))
-        .header("mcp-protocol-version", "2026-07-28")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(modern.status(), 400);
-    assert_eq!(modern.text().await.unwrap(), "sessionless");
+    let version = [("mcp-protocol-version", "2026-07-28")];
+    let (modern, text) = send("POST", "/mcp", &version, "{}").await;
+    assert_eq!(
+        (modern.status, text.as_str()),
+        (StatusCode::BAD_REQUEST, "sessionless")
+    );
     server.abort();
 }
 

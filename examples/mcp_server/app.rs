@@ -1,5 +1,5 @@
 //! The MCP server of the `mcp_server` example, as a router anyone can serve: `main.rs` binds
-//! it to a port, `tests/rmcp_client.rs` serves it on `127.0.0.1:0` and drives it with the
+//! it to a port, `suite/tests/rmcp_client.rs` serves it on `127.0.0.1:0` and drives it with the
 //! official Rust MCP client.
 //!
 //! # Shape

@@ -22,7 +22,7 @@
 // 2025-11-25 (SEP-2577); this server speaks 2025-11-25, where it is current.
 #![allow(deprecated)]
 
-#[path = "../examples/mcp_server/app.rs"]
+#[path = "../../examples/mcp_server/app.rs"]
 #[allow(dead_code)]
 mod app;
 

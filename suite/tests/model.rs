@@ -21,6 +21,7 @@
 //! eviction the answer is 503 with `Retry-After: 5`. Eviction picks its victim from a random
 //! sample, so there the model requires exactly one `Evicted` close of a session in the table.
 
+#[path = "../../tests/reliability/mod.rs"]
 mod reliability;
 
 use std::sync::{Arc, Mutex};
