@@ -54,6 +54,9 @@ const FULL_SCAN_INTERVAL_MS: u64 = 1_000;
 /// Shards looked at for one eviction, and entries looked at in each.
 const EVICT_SAMPLE_SHARDS: usize = 4;
 const EVICT_SAMPLE_PER_SHARD: usize = 4;
+/// Most expired sessions removed under one shard lock, by the sweeper and by
+/// [`Registry::sweep`]: bounds how long a request can wait on a shard the sweep is holding.
+pub(crate) const SWEEP_STEP: usize = 512;
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -764,7 +767,7 @@ impl Registry {
         let mut next_end = u64::MAX;
         let mut closed = Vec::new();
         for i in 0..SHARDS {
-            self.take_ended(i, now, &mut next_end, &mut closed, usize::MAX);
+            while self.take_ended(i, now, &mut next_end, &mut closed, SWEEP_STEP) {}
         }
         self.set_next_end(next_end, now);
         self.released(closed)

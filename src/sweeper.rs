@@ -19,10 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::registry::{Registry, SHARDS};
-
-/// Most ended sessions one step of the sweeper removes and frees (between two yields).
-const FREE_CHUNK: usize = 512;
+use crate::registry::{Registry, SHARDS, SWEEP_STEP};
 
 /// Starts the sweeper on the current tokio runtime, once per table.
 pub(crate) fn ensure_started(registry: &Arc<Registry>) {
@@ -57,7 +54,7 @@ pub(crate) fn ensure_started(registry: &Arc<Registry>) {
             let mut next_end = u64::MAX;
             let mut swept = 0;
             for shard in 0..SHARDS {
-                // One step: at most FREE_CHUNK sessions of one shard removed, closed and freed
+                // One step: at most SWEEP_STEP sessions of one shard removed, closed and freed
                 // (freeing is the costly part: a shard's entries are spread over the heap),
                 // then a yield. A removed session is settled within its step: its slot is
                 // given back, its hook has run and its service is dropped.
@@ -68,7 +65,7 @@ pub(crate) fn ensure_started(registry: &Arc<Registry>) {
                     let mut closed = Vec::new();
                     let now = registry.now();
                     let more =
-                        registry.take_ended(shard, now, &mut next_end, &mut closed, FREE_CHUNK);
+                        registry.take_ended(shard, now, &mut next_end, &mut closed, SWEEP_STEP);
                     swept += registry.released(closed);
                     if shard == SHARDS - 1 && !more {
                         registry.set_next_end(next_end, started);
