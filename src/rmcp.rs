@@ -224,10 +224,7 @@ where
 
     fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
         let cancel = self.config.cancellation_token.child_token();
-        let config = self
-            .config
-            .clone()
-            .with_cancellation_token(cancel.clone());
+        let config = self.config.clone().with_cancellation_token(cancel.clone());
         let manager = OneSession {
             id: Arc::from(info.id().as_str()),
             config: self.session_config.clone(),

@@ -194,7 +194,9 @@ async fn raw(method: reqwest::Method, url: &str, id: &str, body: &'static str) -
         .header("mcp-session-id", id)
         .header("mcp-protocol-version", "2025-11-25");
     if !body.is_empty() {
-        request = request.header("content-type", "application/json").body(body);
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
     }
     request.send().await.expect("raw request").status().as_u16()
 }
@@ -209,7 +211,11 @@ async fn sessions_are_isolated_and_the_handler_sees_the_real_initialize() {
         let (b, id_b, _) = connect(&server, "client-b").await;
         assert_ne!(id_a, id_b);
         assert_eq!(server.sessions.len(), 2);
-        assert_eq!(server.handlers.load(Ordering::SeqCst), 2, "one rmcp handler per session");
+        assert_eq!(
+            server.handlers.load(Ordering::SeqCst),
+            2,
+            "one rmcp handler per session"
+        );
 
         assert_eq!(call(&a, "increment", json!({})).await, "1");
         assert_eq!(call(&a, "increment", json!({})).await, "2");
@@ -221,7 +227,11 @@ async fn sessions_are_isolated_and_the_handler_sees_the_real_initialize() {
                 .expect("whoami is JSON");
             assert_eq!(seen["clientInfo"]["name"], json!(name), "{seen}");
             assert_eq!(seen["clientInfo"]["version"], json!("1.2.3"), "{seen}");
-            assert_eq!(seen["capabilities"]["roots"]["listChanged"], json!(true), "{seen}");
+            assert_eq!(
+                seen["capabilities"]["roots"]["listChanged"],
+                json!(true),
+                "{seen}"
+            );
         }
         a.cancel().await.expect("close A");
         b.cancel().await.expect("close B");
@@ -238,12 +248,18 @@ async fn a_notification_on_the_get_stream_reaches_only_its_session() {
         let (b, _, mut logs_b) = connect(&server, "client-b").await;
         // rmcp's client opens its GET stream after `initialized`, in the background; a message
         // sent before it is open would be kept by rmcp for the stream, so no race to lose.
-        assert_eq!(call(&a, "notify_later", json!({"message": "for a"})).await, "scheduled");
+        assert_eq!(
+            call(&a, "notify_later", json!({"message": "for a"})).await,
+            "scheduled"
+        );
         let got = tokio::time::timeout(Duration::from_secs(10), logs_a.recv())
             .await
             .expect("A's GET stream carried the message");
         assert_eq!(got, Some(json!("for a")));
-        assert_eq!(call(&b, "notify_later", json!({"message": "for b"})).await, "scheduled");
+        assert_eq!(
+            call(&b, "notify_later", json!({"message": "for b"})).await,
+            "scheduled"
+        );
         let got = tokio::time::timeout(Duration::from_secs(10), logs_b.recv())
             .await
             .expect("B's GET stream carried the message");
@@ -278,10 +294,19 @@ async fn delete_then_404_and_rmcp_tasks_end() {
     bounded(async {
         let server = Server::start().await;
         let (a, id, _) = connect(&server, "client-a").await;
-        assert_eq!(raw(reqwest::Method::POST, &server.url, &id, TOOLS_LIST).await, 200);
-        assert_eq!(raw(reqwest::Method::DELETE, &server.url, &id, "").await, 204);
+        assert_eq!(
+            raw(reqwest::Method::POST, &server.url, &id, TOOLS_LIST).await,
+            200
+        );
+        assert_eq!(
+            raw(reqwest::Method::DELETE, &server.url, &id, "").await,
+            204
+        );
         assert!(!server.sessions.contains(&id));
-        assert_eq!(raw(reqwest::Method::POST, &server.url, &id, TOOLS_LIST).await, 404);
+        assert_eq!(
+            raw(reqwest::Method::POST, &server.url, &id, TOOLS_LIST).await,
+            404
+        );
         assert_eq!(raw(reqwest::Method::GET, &server.url, &id, "").await, 404);
         eventually("the session's rmcp handler is dropped", || {
             server.handlers.load(Ordering::SeqCst) == 0
@@ -305,8 +330,7 @@ async fn a_client_reinitializes_after_its_session_is_closed() {
         let ids = server.ids();
         assert_eq!(ids.len(), 1, "{ids:?}");
         assert!(!ids.contains(&id), "the closed id came back");
-        let seen: Value =
-            serde_json::from_str(&call(&a, "whoami", json!({})).await).expect("JSON");
+        let seen: Value = serde_json::from_str(&call(&a, "whoami", json!({})).await).expect("JSON");
         assert_eq!(seen["clientInfo"]["name"], json!("client-a"), "{seen}");
         a.cancel().await.expect("close A");
     })

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use axum::Router;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
-    CompleteResult, CreateMessageRequestParams, ElicitRequestParams, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
-    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, ServerConfig, SetLevelRequestParams,
-    SubscribeRequestParams, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    CreateMessageRequestParams, ElicitRequestParams, GetPromptRequestParams, GetPromptResponse,
+    GetPromptResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -69,10 +68,8 @@ pub fn build(config: Config) -> App {
     let handlers = Arc::new(AtomicUsize::new(0));
     let live = Arc::clone(&handlers);
     let rmcp_config = StreamableHttpServerConfig::default();
-    let factory = tower_mcp_session::rmcp::stateful(
-        move || Ok(Conformance::new(&live)),
-        rmcp_config.clone(),
-    );
+    let factory =
+        tower_mcp_session::rmcp::stateful(move || Ok(Conformance::new(&live)), rmcp_config.clone());
     let layer = SessionLayer::mcp(factory.clone())
         .max_sessions(config.max_sessions)
         .idle_timeout(config.idle_timeout);
@@ -134,9 +131,7 @@ fn internal(error: impl std::fmt::Display) -> ErrorData {
 
 fn tools() -> Value {
     let none = json!({"type": "object", "properties": {}});
-    let string_arg = |name: &str| {
-        json!({"type": "object", "properties": {name: {"type": "string"}}, "required": [name]})
-    };
+    let string_arg = |name: &str| json!({"type": "object", "properties": {name: {"type": "string"}}, "required": [name]});
     json!({"tools": [
         {"name": "test_simple_text", "description": "Returns simple text", "inputSchema": none},
         {"name": "test_image_content", "description": "Returns an image", "inputSchema": none},
@@ -211,9 +206,11 @@ impl Conformance {
             "test_audio_content" => from_json(
                 json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}),
             ),
-            "test_embedded_resource" => from_json(json!({"content": [{"type": "resource", "resource": {
+            "test_embedded_resource" => {
+                from_json(json!({"content": [{"type": "resource", "resource": {
                 "uri": "test://embedded-resource", "mimeType": "text/plain",
-                "text": "This is an embedded resource content."}}]})),
+                "text": "This is an embedded resource content."}}]}))
+            }
             "test_multiple_content_types" => from_json(json!({"content": [
                 {"type": "text", "text": "Multiple content types test:"},
                 {"type": "image", "data": PNG, "mimeType": "image/png"},
@@ -236,9 +233,7 @@ impl Conformance {
                         LoggingLevel::Info,
                         Value::from(message),
                     );
-                    peer.notify_logging_message(param)
-                        .await
-                        .map_err(internal)?;
+                    peer.notify_logging_message(param).await.map_err(internal)?;
                 }
                 text("Tool with logging executed successfully")
             }
@@ -310,11 +305,11 @@ impl Conformance {
                 text(format!("Elicitation completed: {result}"))
             }
             "json_schema_2020_12_tool" => text("ok"),
-            "increment" => {
-                text((self.counter.fetch_add(1, Ordering::SeqCst) + 1).to_string())
-            }
+            "increment" => text((self.counter.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
             "whoami" => {
-                let info = peer.peer_info().ok_or_else(|| internal("no initialize seen"))?;
+                let info = peer
+                    .peer_info()
+                    .ok_or_else(|| internal("no initialize seen"))?;
                 let info = serde_json::to_value(&*info).map_err(internal)?;
                 from_json(json!({"content": [{"type": "text", "text": info.to_string()}]}))
             }
@@ -334,7 +329,12 @@ impl Conformance {
                 });
                 text("scheduled")
             }
-            other => return Err(ErrorData::invalid_params(format!("unknown tool {other}"), None)),
+            other => {
+                return Err(ErrorData::invalid_params(
+                    format!("unknown tool {other}"),
+                    None,
+                ));
+            }
         })
     }
 }
@@ -383,7 +383,9 @@ impl ServerHandler for Conformance {
         _request: CompleteRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        Ok(from_json(json!({"completion": {"values": ["paris", "park", "party"], "total": 3, "hasMore": false}})))
+        Ok(from_json(
+            json!({"completion": {"values": ["paris", "park", "party"], "total": 3, "hasMore": false}}),
+        ))
     }
 
     async fn list_resources(
@@ -422,7 +424,8 @@ impl ServerHandler for Conformance {
             .strip_prefix("test://template/")
             .and_then(|rest| rest.strip_suffix("/data"))
         {
-            let data = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
+            let data =
+                json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
             json!({"uri": uri, "mimeType": "application/json", "text": data.to_string()})
         } else {
             return Err(ErrorData::resource_not_found(
@@ -455,9 +458,7 @@ impl ServerHandler for Conformance {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let required = |name: &str, description: &str| {
-            json!({"name": name, "description": description, "required": true})
-        };
+        let required = |name: &str, description: &str| json!({"name": name, "description": description, "required": true});
         Ok(from_json(json!({"prompts": [
             {"name": "test_simple_prompt", "description": "A simple prompt"},
             {"name": "test_prompt_with_arguments", "description": "A prompt with arguments",
@@ -490,9 +491,13 @@ impl ServerHandler for Conformance {
             "test_prompt_with_arguments" => json!([user(json!({"type": "text", "text":
                 format!("Prompt with arguments: arg1='{}', arg2='{}'", arg("arg1"), arg("arg2"))}))]),
             "test_prompt_with_embedded_resource" => json!([
-                user(json!({"type": "resource", "resource": {"uri": arg("resourceUri"),
-                    "mimeType": "text/plain", "text": "Embedded resource content for testing."}})),
-                user(json!({"type": "text", "text": "Please process the embedded resource above."}))
+                user(
+                    json!({"type": "resource", "resource": {"uri": arg("resourceUri"),
+                    "mimeType": "text/plain", "text": "Embedded resource content for testing."}})
+                ),
+                user(
+                    json!({"type": "text", "text": "Please process the embedded resource above."})
+                )
             ]),
             "test_prompt_with_image" => json!([
                 user(json!({"type": "image", "data": PNG, "mimeType": "image/png"})),

@@ -24,7 +24,10 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "rmcp_server", about = "rmcp (official Rust MCP SDK) server behind tower-mcp-session: one stateful rmcp session per layer session, at http://BIND/mcp")]
+#[command(
+    name = "rmcp_server",
+    about = "rmcp (official Rust MCP SDK) server behind tower-mcp-session: one stateful rmcp session per layer session, at http://BIND/mcp"
+)]
 struct Args {
     /// Address to listen on; the MCP endpoint is `/mcp`.
     #[arg(long, env = "MCP_BIND", default_value = "127.0.0.1:3000")]
