@@ -186,7 +186,9 @@ impl<H> Stateful<H> {
     /// itself is closed in the layer at once ([`CloseReason::Closed`](crate::CloseReason)).
     /// Only a [`WeakSessions`] is kept: no reference cycle with the table. Call it after the
     /// layer's last builder method (each makes a new table); returns `false`, changing
-    /// nothing, if this factory (or a clone) is already bound. One factory per table.
+    /// nothing, if this factory (or a clone) is already bound. One factory per table. The
+    /// session is closed by id: with an id generator that can repeat ids (not the default
+    /// [`UuidV4`](crate::UuidV4)), a late close could reach a newer session with the same id.
     pub fn bind(&self, sessions: &Sessions) -> bool {
         self.table.set(sessions.downgrade()).is_ok()
     }
