@@ -111,6 +111,7 @@
 //! | `mcp` | yes | the MCP profile: [`SessionLayer::mcp`], [`OpenPolicy::mcp_initialize`] (serde, serde_json) |
 //! | `axum` | no | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core) |
 //! | `client` | no | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
+//! | `rmcp` | no | [`rmcp`](mod@rmcp): one stateful rmcp (official Rust SDK) session per layer session, under the layer's id |
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -122,6 +123,8 @@ pub mod body;
 pub mod client;
 pub mod future;
 pub mod mcp;
+#[cfg(feature = "rmcp")]
+pub mod rmcp;
 
 mod config;
 #[cfg(feature = "axum")]

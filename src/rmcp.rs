@@ -1,0 +1,425 @@
+//! A *stateful* [rmcp](https://docs.rs/rmcp) (the official Rust MCP SDK) session per layer
+//! session, under the layer's id and lifecycle (feature `rmcp`).
+//!
+//! rmcp's [`StreamableHttpService`] has two modes. In stateless mode it fits behind the layer
+//! as it is, but it has no GET stream, cannot send requests to the client (sampling,
+//! elicitation, `roots/list`) and builds a handler per request that never sees the client's
+//! `initialize`. In stateful mode it mints its own session ids and answers 404 to the
+//! layer's. [`stateful`] gives you stateful mode with the layer's ids:
+//!
+//! ```no_run
+//! # use std::convert::Infallible;
+//! use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+//! use tower::ServiceBuilder;
+//! use tower_mcp_session::SessionLayer;
+//! use tower_mcp_session::rmcp::{stateful, stateless};
+//! # #[derive(Clone, Default)] struct MyServer;
+//! # impl rmcp::ServerHandler for MyServer {}
+//!
+//! # async fn run() {
+//! let config = StreamableHttpServerConfig::default();
+//! let factory = stateful(|| Ok(MyServer::default()), config.clone());
+//! let layer = SessionLayer::mcp(factory.clone()).max_sessions(1_000);
+//! // After the last builder call (each one makes a new table): sessions that rmcp ends by
+//! // itself are then closed in the layer too.
+//! factory.bind(&layer.sessions());
+//! // Sessionless requests (MCP-Protocol-Version >= 2026-07-28) go to rmcp's stateless mode.
+//! let app = ServiceBuilder::new().layer(layer).service(stateless(|| Ok(MyServer), config));
+//! # let _ = app;
+//! # }
+//! ```
+//!
+//! # Design
+//!
+//! rmcp 3.9 makes its `SessionManager` a public trait and exposes
+//! [`create_local_session(id, config)`](create_local_session): the session machinery of its
+//! own in-memory manager, under an id the caller chooses. When the layer opens a session,
+//! [`Stateful`] builds a `StreamableHttpService` whose session manager (`OneSession`) can
+//! hold exactly one session, created with the layer's id on the `initialize` that opened
+//! it. Every later request of that session reaches the same service (the layer routes by
+//! id), so rmcp runs unchanged: JSON-RPC, SSE answers, the GET stream, server-initiated
+//! requests routed back to their originating request (SEP-2260), cancellation, and
+//! `Last-Event-ID` resumption of its request streams from its in-memory cache.
+//!
+//! The other way, an adapter service in front of one shared rmcp stateful service that
+//! rewrites ids both ways, was rejected: two id spaces to keep in step, rmcp's own 404s and
+//! DELETE handling in the path, and rmcp's table growing beside the layer's with its own
+//! limits and timeouts. With one manager per session there is a single table (the layer's)
+//! and rmcp never decides whether an id exists.
+//!
+//! So the layer stays the one owner of ids, 400/404, DELETE (rmcp never sees it), the limits,
+//! idle expiry, lifetime, eviction and principal binding (MCP 2025-11-25, Basic, Transports,
+//! Streamable HTTP, Session Management; Security Best Practices, Session Hijacking).
+//!
+//! ## Ending rmcp's tasks
+//!
+//! rmcp runs a session as tasks that hold an `Arc` of the session manager, and the manager
+//! holds the only sender of the session worker's channel: dropping the per-session service
+//! would not end them. The per-session service ([`RmcpService`]) therefore holds a guard that
+//! cancels the session's cancellation token (a child of the config's
+//! [`cancellation_token`](StreamableHttpServerConfig::cancellation_token)) when the layer
+//! drops it, which it does once the session is closed (DELETE, expiry, eviction,
+//! [`Sessions::close`], shutdown) and its in-flight requests have finished.
+//!
+//! The other way round, when rmcp ends a session by itself (its handler quits, its worker
+//! fails, its `keep_alive` runs out, the config's token is cancelled), the manager closes
+//! the layer's session too, through a [`WeakSessions`] that does not keep the table alive.
+//! The factory is built before the layer that owns the table, so the table is handed over
+//! afterwards with [`Stateful::bind`]. Unbound, such a session answers 404 (rmcp no longer
+//! knows it) until the layer's idle timeout reclaims it.
+//!
+//! ## What differs from rmcp's own session handling
+//!
+//! - rmcp's `keep_alive` (its own idle timeout, 5 minutes by default) is off unless set with
+//!   [`Stateful::session_config`]: it counts only messages, so it would end a session whose
+//!   only activity is an open GET stream; the layer's idle timeout counts open streams as
+//!   activity.
+//! - The config's `session_store` is not used: restoring a session from a store on another
+//!   instance needs an id the layer does not know, which it answers 404 first.
+//! - rmcp's `EventStore` is not used: `create_local_session` takes none. Resumption works
+//!   from each session's in-memory cache (`completed_cache_ttl`).
+//! - rmcp answers in SSE in stateful mode, even with `json_response`.
+
+use std::fmt;
+use std::future::{Ready, ready};
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use rmcp::ServerHandler;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::WorkerTransport;
+use rmcp::transport::streamable_http_server::session::local::{
+    EventId, LocalSessionHandle, LocalSessionManagerError, LocalSessionWorker, SessionConfig,
+    SessionError, create_local_session,
+};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::session::{
+    ServerSseMessage, SessionId as RmcpSessionId, SessionManager,
+};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::factory::SessionFactory;
+use crate::info::SessionInfo;
+use crate::sessions::{Sessions, WeakSessions};
+
+/// The rmcp service of one layer session: rmcp's [`StreamableHttpService`] in stateful mode,
+/// whose session manager holds only this session.
+pub type RmcpHttpService<H> = StreamableHttpService<H, OneSession>;
+
+type HandlerFactory<H> = Arc<dyn Fn() -> Result<H, io::Error> + Send + Sync>;
+
+/// A [`SessionFactory`] that runs one stateful rmcp session per layer session, under the
+/// layer's id; made by [`stateful`]. Clones share the table given to [`bind`](Self::bind).
+pub struct Stateful<H> {
+    handler: HandlerFactory<H>,
+    config: StreamableHttpServerConfig,
+    session_config: SessionConfig,
+    table: Arc<OnceLock<WeakSessions>>,
+}
+
+/// A factory for [`SessionLayer::mcp`](crate::SessionLayer::mcp) that serves each session
+/// with a stateful rmcp session whose id is the layer's.
+///
+/// `handler` builds the session's [`ServerHandler`]; rmcp calls it once, on the session's
+/// `initialize`, and the handler then sees the client's real `initialize` parameters (its
+/// info and capabilities) and can send requests to it. `config` is rmcp's HTTP
+/// configuration: Host and Origin validation, SSE keep-alive and retry, body size, and the
+/// parent cancellation token (cancelling it ends every session). Its `legacy_session_mode`
+/// is forced on (that is rmcp's stateful mode) and its `session_store` off (see the
+/// [module docs](self)).
+///
+/// Call [`bind`](Stateful::bind) with the layer's table once the layer is configured.
+pub fn stateful<H, F>(handler: F, config: StreamableHttpServerConfig) -> Stateful<H>
+where
+    H: ServerHandler + Send + 'static,
+    F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
+{
+    let mut config = config.with_legacy_session_mode(true);
+    config.session_store = None;
+    let mut session_config = SessionConfig::default();
+    session_config.keep_alive = None;
+    session_config.sse_retry = config.sse_retry;
+    Stateful {
+        handler: Arc::new(handler),
+        config,
+        session_config,
+        table: Arc::default(),
+    }
+}
+
+/// rmcp's stateless mode (no sessions, a handler per request): the inner service for the
+/// requests the layer passes on without a session (MCP-Protocol-Version 2026-07-28 or later,
+/// SEP-2567). `config`'s `legacy_session_mode` is forced off.
+pub fn stateless<H, F>(
+    handler: F,
+    config: StreamableHttpServerConfig,
+) -> StreamableHttpService<H, NeverSessionManager>
+where
+    H: ServerHandler + Send + 'static,
+    F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
+{
+    StreamableHttpService::new(
+        handler,
+        Arc::new(NeverSessionManager::default()),
+        config.with_legacy_session_mode(false),
+    )
+}
+
+impl<H> Stateful<H> {
+    /// Replaces the configuration of rmcp's session worker (channel capacity, `keep_alive`,
+    /// SSE retry, how long finished request streams stay resumable, init timeout). Default:
+    /// rmcp's defaults with `keep_alive` off (the layer's idle timeout applies) and
+    /// `sse_retry` from the HTTP config.
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.session_config = config;
+        self
+    }
+
+    /// Hands the factory the table of the layer it serves, so that a session rmcp ends by
+    /// itself is closed in the layer at once ([`CloseReason::Closed`](crate::CloseReason)).
+    /// Only a [`WeakSessions`] is kept: no reference cycle with the table. Call it after the
+    /// layer's last builder method (each makes a new table); returns `false`, changing
+    /// nothing, if this factory (or a clone) is already bound. One factory per table. The
+    /// session is closed by id: with an id generator that can repeat ids (not the default
+    /// [`UuidV4`](crate::UuidV4)), a late close could reach a newer session with the same id.
+    pub fn bind(&self, sessions: &Sessions) -> bool {
+        self.table.set(sessions.downgrade()).is_ok()
+    }
+}
+
+impl<H> Clone for Stateful<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: Arc::clone(&self.handler),
+            config: self.config.clone(),
+            session_config: self.session_config.clone(),
+            table: Arc::clone(&self.table),
+        }
+    }
+}
+
+impl<H> fmt::Debug for Stateful<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stateful")
+            .field("config", &self.config)
+            .field("session_config", &self.session_config)
+            .field("bound", &self.table.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, H> SessionFactory<S> for Stateful<H>
+where
+    H: ServerHandler + Send + 'static,
+{
+    type Service = RmcpService<H>;
+    type State = ();
+    type Error = io::Error;
+    type Future = Ready<Result<(RmcpService<H>, ()), io::Error>>;
+
+    fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
+        let cancel = self.config.cancellation_token.child_token();
+        let config = self.config.clone().with_cancellation_token(cancel.clone());
+        let manager = OneSession {
+            id: Arc::from(info.id().as_str()),
+            config: self.session_config.clone(),
+            handle: Mutex::new(None),
+            table: Arc::clone(&self.table),
+        };
+        let handler = Arc::clone(&self.handler);
+        let service = StreamableHttpService::new(move || handler(), Arc::new(manager), config);
+        ready(Ok((
+            RmcpService {
+                service,
+                _cancel: Arc::new(CancelOnDrop(cancel)),
+            },
+            (),
+        )))
+    }
+}
+
+/// Cancels the session's token when the last clone of its [`RmcpService`] is dropped.
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The per-session service [`Stateful`] builds: rmcp's [`StreamableHttpService`] for this
+/// one session, plus the guard that ends rmcp's tasks for the session when the layer drops
+/// the service (after the session is closed and its requests have finished).
+pub struct RmcpService<H> {
+    service: RmcpHttpService<H>,
+    _cancel: Arc<CancelOnDrop>,
+}
+
+impl<H> RmcpService<H> {
+    /// The rmcp service inside.
+    pub fn get_ref(&self) -> &RmcpHttpService<H> {
+        &self.service
+    }
+}
+
+impl<H> Clone for RmcpService<H> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            _cancel: Arc::clone(&self._cancel),
+        }
+    }
+}
+
+impl<H> fmt::Debug for RmcpService<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RmcpService")
+            .field("cancelled", &self._cancel.0.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, H> tower_service::Service<Request<B>> for RmcpService<H>
+where
+    RmcpHttpService<H>: tower_service::Service<
+            Request<B>,
+            Response = Response<BoxBody<Bytes, std::convert::Infallible>>,
+            Error = std::convert::Infallible,
+        >,
+{
+    type Response = Response<BoxBody<Bytes, std::convert::Infallible>>;
+    type Error = std::convert::Infallible;
+    type Future = <RmcpHttpService<H> as tower_service::Service<Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.service.call(req)
+    }
+}
+
+/// rmcp's session manager for one layer session: holds at most one rmcp session, created
+/// with the layer's id when the session's `initialize` arrives. Built by [`Stateful`]; it
+/// has no public constructor.
+pub struct OneSession {
+    id: RmcpSessionId,
+    config: SessionConfig,
+    handle: Mutex<Option<LocalSessionHandle>>,
+    table: Arc<OnceLock<WeakSessions>>,
+}
+
+impl fmt::Debug for OneSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OneSession")
+            .field("live", &self.lock().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OneSession {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LocalSessionHandle>> {
+        self.handle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(&self, id: &RmcpSessionId) -> Result<LocalSessionHandle, LocalSessionManagerError> {
+        let handle = (*id == self.id).then(|| self.lock().clone()).flatten();
+        handle.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()))
+    }
+}
+
+impl SessionManager for OneSession {
+    type Error = LocalSessionManagerError;
+    type Transport = WorkerTransport<LocalSessionWorker>;
+
+    async fn create_session(&self) -> Result<(RmcpSessionId, Self::Transport), Self::Error> {
+        let mut slot = self.lock();
+        if slot.is_some() {
+            // A second `initialize` without a session id would open a second session; the
+            // layer sends those to a new per-session service, so this is unreachable behind it.
+            return Err(SessionError::SessionServiceTerminated.into());
+        }
+        let (handle, worker) = create_local_session(self.id.clone(), self.config.clone());
+        *slot = Some(handle);
+        Ok((self.id.clone(), WorkerTransport::spawn(worker)))
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &RmcpSessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.handle(id)?.initialize(message).await?)
+    }
+
+    async fn has_session(&self, id: &RmcpSessionId) -> Result<bool, Self::Error> {
+        Ok(*id == self.id && self.lock().is_some())
+    }
+
+    async fn close_session(&self, id: &RmcpSessionId) -> Result<(), Self::Error> {
+        if *id != self.id {
+            return Ok(());
+        }
+        let handle = self.lock().take();
+        if let Some(handle) = handle {
+            match handle.close().await {
+                Ok(()) | Err(SessionError::SessionServiceTerminated) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // rmcp ended the session (or the layer did, and this finds it gone already): the
+        // layer's session is closed too, so that its id answers 404 and its slot is free.
+        if let Some(sessions) = self.table.get().and_then(WeakSessions::upgrade) {
+            sessions.close(&self.id);
+        }
+        Ok(())
+    }
+
+    async fn create_stream(
+        &self,
+        id: &RmcpSessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let handle = self.handle(id)?;
+        let receiver = handle.establish_request_wise_channel().await?;
+        handle
+            .push_message(message, receiver.http_request_id)
+            .await?;
+        Ok(ReceiverStream::new(receiver.inner))
+    }
+
+    async fn accept_message(
+        &self,
+        id: &RmcpSessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.handle(id)?.push_message(message, None).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &RmcpSessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let receiver = self.handle(id)?.establish_common_channel().await?;
+        Ok(ReceiverStream::new(receiver.inner))
+    }
+
+    async fn resume(
+        &self,
+        id: &RmcpSessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let handle = self.handle(id)?;
+        let event_id: EventId = last_event_id.parse()?;
+        let receiver = handle.resume(event_id).await?;
+        Ok(ReceiverStream::new(receiver.inner))
+    }
+}

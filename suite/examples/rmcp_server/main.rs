@@ -1,0 +1,68 @@
+//! An MCP Streamable HTTP server (MCP 2025-11-25) written with rmcp, the official Rust SDK,
+//! behind `tower_mcp_session::SessionLayer`: one *stateful* rmcp session per layer session,
+//! under the layer's id (feature `rmcp` of tower-mcp-session).
+//!
+//! ```text
+//! cargo run -p tower-mcp-session-suite --example rmcp_server -- --bind 127.0.0.1:3000
+//! cargo run -p tower-mcp-session-suite --example rmcp_server -- --max-sessions 100 --idle-timeout-secs 60
+//! ```
+//!
+//! It serves the tools, resources and prompts that the MCP conformance suite's server
+//! scenarios call (`scripts/interop/conformance_rmcp.sh` runs them), plus `increment` (a
+//! per-session counter), `whoami`, `list_roots` and `notify_later`. rmcp validates `Host`
+//! and `Origin` (loopback only by default), so bind to a loopback address. Ctrl-C closes
+//! every session (ending rmcp's tasks for each) and stops.
+
+mod app;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rmcp_server",
+    about = "rmcp (official Rust MCP SDK) server behind tower-mcp-session: one stateful rmcp session per layer session, at http://BIND/mcp"
+)]
+struct Args {
+    /// Address to listen on; the MCP endpoint is `/mcp`.
+    #[arg(long, env = "MCP_BIND", default_value = "127.0.0.1:3000")]
+    bind: SocketAddr,
+    /// Most sessions open at once (then 503 with Retry-After).
+    #[arg(long, env = "MCP_MAX_SESSIONS", default_value_t = 10_000)]
+    max_sessions: usize,
+    /// Seconds a session may stay unused (no request, no open stream) before it expires.
+    #[arg(long, env = "MCP_IDLE_TIMEOUT_SECS", default_value_t = 30 * 60)]
+    idle_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let app::App {
+        router, sessions, ..
+    } = app::build(app::Config {
+        max_sessions: args.max_sessions,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+    });
+    // rmcp writes SSE answers in several small pieces: without TCP_NODELAY each waits for
+    // the peer's delayed ACK (about 40 ms).
+    let listener = TcpListener::bind(args.bind).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tracing::info!("listening on http://{}/mcp", args.bind);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let closed = sessions.shutdown();
+            tracing::info!(closed, "shutting down");
+        })
+        .await
+}
