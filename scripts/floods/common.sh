@@ -34,6 +34,34 @@ stop_server() {
   SERVER_PID=""
 }
 
+GEN_PID=""
+stop_all() {
+  if [ -n "$GEN_PID" ]; then
+    stop_group "$GEN_PID" 10
+    GEN_PID=""
+  fi
+  stop_server
+}
+
+# generate SECONDS ARGS...: runs `mcpflood.py ARGS` in its own process group (so the trap
+# stops it and the pool process it may start), killed after SECONDS; sets RESULT to the JSON
+# of its RESULT line ("{}" if none).
+generate() {
+  local limit="$1" out="$LOG_DIR/$NAME-generator.out"
+  shift
+  setsid timeout "$limit" python3 "$FLOODS_DIR/mcpflood.py" "$@" >"$out" 2>&1 </dev/null &
+  GEN_PID=$!
+  wait "$GEN_PID" || true
+  GEN_PID=""
+  local line
+  line="$(grep '^RESULT ' "$out" | tail -n 1)" || true
+  if [ -n "$line" ]; then RESULT="${line#RESULT }"; else
+    RESULT='{}'
+    echo "$NAME: the generator printed no result; its output:"
+    tail -n 20 "$out"
+  fi
+}
+
 # start_server NAME ARGS...: the example on 127.0.0.1:$PORT with ARGS, log in $LOG_DIR/NAME.log.
 start_server() {
   local name="$1"
@@ -82,13 +110,6 @@ sys.exit(0 if eval(sys.argv[1]) else 1)' "$2" 2>/dev/null || rc=$?
   check "$1" "$rc"
 }
 
-# result_of OUTPUT: the JSON after "RESULT " in the generator's output ("{}" if none).
-result_of() {
-  local line
-  line="$(printf '%s\n' "$1" | grep '^RESULT ' | tail -n 1)"
-  if [ -n "$line" ]; then printf '%s' "${line#RESULT }"; else printf '{}'; fi
-}
-
 server_alive_check() {
   local rc=0
   kill -0 "$SERVER_PID" 2>/dev/null || rc=1
@@ -96,11 +117,11 @@ server_alive_check() {
 }
 
 finish() {
-  stop_server
+  stop_all
   echo "floods-$NAME: $PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]
 }
 
-trap stop_server EXIT
+trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

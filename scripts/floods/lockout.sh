@@ -30,9 +30,7 @@ run_variant() {
     return 0
   }
   echo "$NAME: $variant: load $(cut -d' ' -f1-3 /proc/loadavg); server $*"
-  local out
-  out="$(timeout 90 python3 "$FLOODS_DIR/mcpflood.py" lockout "$PORT" --variant "$variant" --fill "$fill")" || true
-  RESULT="$(result_of "$out")"
+  generate 90 lockout "$PORT" --variant "$variant" --fill "$fill"
   echo "$NAME: $variant: $RESULT"
   py_check "$variant: the client from 127.0.0.1 opened 20 times, each 200 within 1 s (max $(RESULT="$RESULT" python3 -c 'import json,os; print(json.loads(os.environ["RESULT"]).get("legit_max_open_ms"))') ms), and each tool call answered 1" \
     'r["legit"]["ok"] == 20 and not r["legit"]["fails"] and max(r["legit"]["open_s"]) < 1.0'

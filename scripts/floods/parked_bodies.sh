@@ -28,10 +28,8 @@ run() {
   start_server "parked-$label" --max-connections 4000 || { check "$label: the server started" 1; return 0; }
   sleep 0.5
   echo "$NAME: $label: load $(cut -d' ' -f1-3 /proc/loadavg); $CONNS connections trickling $bytes bytes every 250 ms"
-  local out
-  out="$(timeout 60 python3 "$FLOODS_DIR/mcpflood.py" park "$PORT" "$SERVER_PID" --conns "$CONNS" \
-    --seconds 12 --slow-bytes "$bytes" --fast-bytes "$bytes")" || true
-  RESULT="$(result_of "$out")"
+  generate 60 park "$PORT" "$SERVER_PID" --conns "$CONNS" --seconds 12 \
+    --slow-bytes "$bytes" --fast-bytes "$bytes"
   echo "$NAME: $label: $RESULT"
   echo "$NAME: $label: load after $(cut -d' ' -f1-3 /proc/loadavg)"
   local rise
