@@ -9,7 +9,9 @@
 #            VmRSS rise <= FLOODS_PARKED_BUDGET_RSS_MIB (128). Measured ~90 MiB: 2,000 parked
 #            requests cost ~49 MiB before any body byte, and the budget's 16 MiB of counted
 #            bytes is held as ~40 MiB (README, Reliability, Floods).
-# Both assert: every open and call of the normal client answered 200 with the expected count;
+# Both assert: every call of the normal client answered 200 with the expected count, and so
+# did every open in the trickle run (in the budget run an open may get 503 + Retry-After:
+# the budget is shared, README, Reliability, Floods);
 # every trickling connection got 408 or 503 or was closed (counts printed); the server stayed up.
 #
 # Usage: scripts/floods/parked_bodies.sh   (FLOODS_SERVER_BIN, FLOODS_LOG_DIR: see common.sh)
@@ -36,8 +38,15 @@ run() {
   rise="$(RESULT="$RESULT" python3 -c 'import json,os; r=json.loads(os.environ["RESULT"]); print(round(r.get("rss_rise_kib",0)/1024,1))')"
   py_check "$label: VmRSS rise $rise MiB <= $bound MiB over the idle baseline" \
     "r['rss_rise_kib'] <= $bound * 1024"
-  py_check "$label: the normal client's opens and calls all answered 200 with the expected count" \
-    'r["normal"]["opens"] >= 3 and r["normal"]["calls"] >= 20 and not r["normal"]["open_fail"] and not r["normal"]["call_fail"]'
+  if [ "$label" = trickle ]; then
+    py_check "$label: the normal client's opens and calls all answered 200 with the expected count" \
+      'r["normal"]["opens"] >= 3 and r["normal"]["calls"] >= 20 and not r["normal"]["open_fail"] and not r["normal"]["call_fail"]'
+  else
+    # With the budget exhausted, an initialize arriving at that moment gets 503 + Retry-After
+    # like the attackers (seen for 1 open of 7 in one run; README, Reliability, Floods).
+    py_check "$label: the normal client's calls all answered 200 with the expected count; its opens 200 or 503 (503s: $(RESULT="$RESULT" python3 -c 'import json,os; print(len(json.loads(os.environ["RESULT"])["normal"]["open_fail"]))' 2>/dev/null))" \
+      'r["normal"]["opens"] - len(r["normal"]["open_fail"]) >= 3 and r["normal"]["calls"] >= 20 and set(r["normal"]["open_fail"]) <= {503} and not r["normal"]["call_fail"]'
+  fi
   py_check "$label: every trickling connection got one of $statuses or was closed ($CONNS in all)" \
     "set(r['trickle']) <= $statuses | {'closed'} and sum(r['trickle'].values()) == $CONNS"
   server_alive_check
