@@ -131,11 +131,14 @@ impl<F> SessionLayer<F> {
         self.with(|c| c.peek_timeout = Some(timeout))
     }
 
-    /// Most bytes all body peeks of this table may hold at once, counted as bytes arrive.
+    /// Most memory, in bytes, that the bodies of requests that may open a session may hold
+    /// at once while they wait for more data (counted as the capacity of their copies).
     /// Default: [`DEFAULT_PEEK_BUDGET`](crate::DEFAULT_PEEK_BUDGET) (16 MiB). A request whose
-    /// next chunk would exceed it is answered 503 Service Unavailable with `Retry-After`.
-    /// Together with the peek limit and timeout it bounds what clients without a session can
-    /// make the server buffer, however many connections they open.
+    /// next chunk would exceed it is answered 503 Service Unavailable with `Retry-After`. A
+    /// body that arrives whole in its first chunk never waits and is not counted, so clients
+    /// trickling bodies cannot lock out one that sends its body at once. Together with the peek
+    /// limit and timeout it bounds what clients without a session can make the server buffer,
+    /// however many connections they open.
     pub fn peek_budget(self, bytes: usize) -> Self {
         self.with(|c| c.peek_budget = bytes)
     }

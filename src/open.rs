@@ -9,10 +9,12 @@
 //!    *before* any byte of the body is read.
 //! 3. The MCP profile reads the body to see whether it is `initialize`: at most the peek limit
 //!    (64 KiB by default; 413 past it), within the peek deadline (10 s; 408 past it), and
-//!    within a budget of bytes held by all peeks at once, counted as bytes arrive (16 MiB;
-//!    503 with `Retry-After` past it). So 2,000 connections trickling bodies cost at most
-//!    the budget, not 2,000 limits, and a client that sends its small body at once is not
-//!    held up by those that trickle. The body is probed without building a JSON tree.
+//!    within a budget of memory held by all bodies that wait for more data at once, counted
+//!    as the memory their copies take (16 MiB; 503 with `Retry-After` past it). So 2,000
+//!    connections trickling bodies cost at most the budget, not 2,000 limits; and a body that
+//!    arrives whole in its first chunk (the usual `initialize`) never waits and never counts,
+//!    so clients that trickle cannot lock out one that sends its body at once. The body is
+//!    probed without building a JSON tree.
 //! 4. Only then is a slot reserved (global, per-principal and per-client limits; reclaim or
 //!    eviction when full), an id minted, and the factory called.
 //! 5. The session is stored only if the per-session service's answer says so (2xx by
@@ -237,8 +239,8 @@ where
         .filter(|_| tokio::runtime::Handle::try_current().is_ok())
         .map(|timeout| tokio::time::Instant::now() + timeout);
     let mut held = Held { registry, bytes: 0 };
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
+    let mut whole: Option<Bytes> = None;
+    let mut parked = BytesMut::new();
     let mut body = std::pin::pin!(body);
     loop {
         let next = body.frame();
@@ -257,25 +259,34 @@ where
                 Err(_) => continue,
             },
         };
-        if held.bytes + data.len() > limit {
+        let whole_len = whole.as_ref().map_or(0, Bytes::len);
+        let received = whole_len + parked.len() + data.len();
+        if received > limit {
             return Err(Rejection::PayloadTooLarge(limit));
         }
-        if !registry.hold_peek(data.len()) {
+        let complete = body.is_end_stream() || declared.is_some_and(|len| received as u64 >= len);
+        if complete && received == data.len() {
+            // The whole body came at once (the usual case): nothing waits, so nothing counts
+            // against the budget, and it is parsed as it came, without a copy. (The loop still
+            // reads to the end: a body longer than it declared is caught by the limit.)
+            whole = Some(data);
+            continue;
+        }
+        // The body is waiting for more: it is copied (so that no buffer of the connection's is
+        // pinned) and the memory that copy holds, its capacity, counts against the budget.
+        let before = parked.capacity();
+        parked.reserve(whole_len + data.len());
+        let grown = parked.capacity() - before;
+        if !registry.hold_peek(grown) {
             return Err(Rejection::Busy(config.retry_after));
         }
-        held.bytes += data.len();
-        // One chunk (the usual case) is kept as it came; more are gathered.
-        match &first {
-            None if rest.is_empty() => first = Some(data),
-            _ => {
-                if let Some(first) = first.take() {
-                    rest.extend_from_slice(&first);
-                }
-                rest.extend_from_slice(&data);
-            }
+        held.bytes += grown;
+        if let Some(first) = whole.take() {
+            parked.extend_from_slice(&first);
         }
+        parked.extend_from_slice(&data);
     }
-    let bytes = first.unwrap_or_else(|| rest.freeze());
+    let bytes = whole.unwrap_or_else(|| parked.freeze());
     #[cfg(feature = "mcp")]
     if crate::mcp::is_initialize(&bytes)? {
         return Ok(bytes);

@@ -54,6 +54,8 @@ const FULL_SCAN_INTERVAL_MS: u64 = 1_000;
 /// Shards looked at for one eviction, and entries looked at in each.
 const EVICT_SAMPLE_SHARDS: usize = 4;
 const EVICT_SAMPLE_PER_SHARD: usize = 4;
+/// Samples an open tries before it gives up evicting (another open may take the same victim).
+const EVICT_ATTEMPTS: usize = 3;
 /// Most expired sessions removed under one shard lock, by the sweeper and by
 /// [`Registry::sweep`]: bounds how long a request can wait on a shard the sweep is holding.
 pub(crate) const SWEEP_STEP: usize = 512;
@@ -455,20 +457,28 @@ impl Registry {
         id: &str,
         why: impl FnOnce(&DynEntry) -> Option<CloseReason>,
     ) -> Option<CloseReason> {
-        let hash = self.hash(id);
-        let entry = {
-            let mut table = self.shard(hash).write();
-            let Ok(found) = table.find_entry(hash, |e| e.info.id().as_str() == id) else {
-                return None;
-            };
-            let reason = why(found.get())?;
-            let (entry, _) = found.remove();
-            entry.mark_closed();
-            (entry, reason)
-        };
-        let reason = entry.1;
-        self.released([entry]);
+        let (entry, reason) = self.take_if(id, why)?;
+        self.released([(entry, reason)]);
         Some(reason)
+    }
+
+    /// Removes `id` from the table and marks it closed, if `why` gives a reason for it; the
+    /// caller settles it with [`released`](Self::released) (or, for an eviction, hands its slot
+    /// over).
+    fn take_if(
+        &self,
+        id: &str,
+        why: impl FnOnce(&DynEntry) -> Option<CloseReason>,
+    ) -> Option<(Arc<DynEntry>, CloseReason)> {
+        let hash = self.hash(id);
+        let mut table = self.shard(hash).write();
+        let Ok(found) = table.find_entry(hash, |e| e.info.id().as_str() == id) else {
+            return None;
+        };
+        let reason = why(found.get())?;
+        let (entry, _) = found.remove();
+        entry.mark_closed();
+        Some((entry, reason))
     }
 
     /// Closes `id` for `reason`; `false` if it was not there, or had ended by time already (it
@@ -497,12 +507,16 @@ impl Registry {
         &self,
         closed: impl IntoIterator<Item = (Arc<DynEntry>, CloseReason)>,
     ) -> usize {
-        let mut closed: Vec<_> = closed.into_iter().collect();
+        self.settle(closed.into_iter().collect(), 0)
+    }
+
+    /// [`released`](Self::released), keeping `kept` of the slots counted (handed to a caller).
+    fn settle(&self, mut closed: Vec<(Arc<DynEntry>, CloseReason)>, kept: usize) -> usize {
         let n = closed.len();
         if n == 0 {
             return 0;
         }
-        self.count.fetch_sub(n, Ordering::AcqRel);
+        self.count.fetch_sub(n - kept, Ordering::AcqRel);
         // One pass in address order: the hook handshake and the final drop of each entry touch
         // memory next to the previous one's.
         if n > 1 {
@@ -613,12 +627,13 @@ impl Registry {
             self.release_keys(principal.as_ref(), None);
             return Err(Refusal::KeyLimit);
         }
+        // An eviction hands the victim's slot to this open, so a concurrent open cannot take
+        // it in between; two opens that pick the same victim retry with another sample.
         let reserved = self.try_count()
             || (self.reclaim_when_full() && self.try_count())
-            || self
-                .config
-                .evict
-                .is_some_and(|by| self.evict_one(by) && self.try_count());
+            || self.config.evict.is_some_and(|by| {
+                (0..EVICT_ATTEMPTS).any(|_| self.evict_one(by)) || self.try_count()
+            });
         if !reserved {
             self.release_keys(principal.as_ref(), client.as_ref());
             return Err(Refusal::Full);
@@ -667,8 +682,10 @@ impl Registry {
         self.sweep() > 0
     }
 
-    /// Closes one session, picked among a sample of a few entries of a few non-empty shards:
-    /// the one whose last request (or activity, see [`EvictBy`]) is oldest. O(1) per eviction
+    /// Closes one session and hands its slot to the caller (which then holds one slot more,
+    /// without `try_count`); `false` if no victim could be taken. The victim is picked among a
+    /// sample of a few entries of a few non-empty shards: the one whose last request (or
+    /// activity, see [`EvictBy`]) is oldest. O(1) per eviction
     /// however many sessions there are (at most all shards are looked at, when nearly all are
     /// empty).
     fn evict_one(&self, by: EvictBy) -> bool {
@@ -711,11 +728,15 @@ impl Registry {
         };
         let still_idle = |e: &DynEntry| by == EvictBy::LastRequest || e.idle_since().is_some();
         let id = victim.info.id().as_str();
-        self.remove_if(id, |e| {
+        let Some(taken) = self.take_if(id, |e| {
             (std::ptr::addr_eq(e, Arc::as_ptr(&victim)) && still_idle(e))
                 .then_some(CloseReason::Evicted)
-        })
-        .is_some()
+        }) else {
+            return false;
+        };
+        // The victim's slot stays counted: it is now the caller's.
+        self.settle(vec![taken], 1);
+        true
     }
 
     /// Stores a freshly opened session and takes over its reservation. Refused, leaving

@@ -172,6 +172,9 @@ async fn trickling_bodies_hold_at_most_the_budget_and_a_prompt_client_still_open
     )
     .await;
     assert_eq!(headers[http::header::RETRY_AFTER], "5");
+    // The budget is spent, yet a client whose body arrives whole never waits: it still opens.
+    assert_eq!(status(&app, whole_initialize()).await, StatusCode::OK);
+    assert_eq!(sessions.len(), 2);
     for task in parked {
         task.abort();
     }
