@@ -6,12 +6,11 @@
 # `increment` every 200 ms:
 #   trickle  4 bytes a write (the issue's attack): asserted VmRSS rise <= 64 MiB.
 #   budget   1 KiB a write, so together they exhaust the 16 MiB peek budget (503s): asserted
-#            VmRSS rise <= FLOODS_PARKED_BUDGET_RSS_MIB (128). Measured ~90 MiB: 2,000 parked
-#            requests cost ~49 MiB before any body byte, and the budget's 16 MiB of counted
-#            bytes is held as ~40 MiB (README, Reliability, Floods).
-# Both assert: every call of the normal client answered 200 with the expected count, and so
-# did every open in the trickle run (in the budget run an open may get 503 + Retry-After:
-# the budget is shared, README, Reliability, Floods);
+#            VmRSS rise <= FLOODS_PARKED_BUDGET_RSS_MIB (96). Measured ~74 MiB: 2,000 parked
+#            requests cost ~49 MiB before any body byte (hyper's connections and request
+#            state), plus the budget (README, Reliability, Floods).
+# Both assert: every open and call of the normal client answered 200 with the expected count
+# (its initialize arrives whole, so it never counts against the budget the tricklers hold);
 # every trickling connection got 408 or 503 or was closed (counts printed); the server stayed up.
 #
 # Usage: scripts/floods/parked_bodies.sh   (FLOODS_SERVER_BIN, FLOODS_LOG_DIR: see common.sh)
@@ -21,7 +20,7 @@ NAME=parked
 
 CONNS="${FLOODS_PARKED_CONNS:-2000}"
 # The bound of the budget-filling run (see the header): connections + peeked bytes as held.
-BUDGET_RSS_MIB="${FLOODS_PARKED_BUDGET_RSS_MIB:-128}"
+BUDGET_RSS_MIB="${FLOODS_PARKED_BUDGET_RSS_MIB:-96}"
 ensure_server_bin || { echo "floods-$NAME: 0 passed, 1 failed"; exit 1; }
 
 # run LABEL BYTES-PER-WRITE RSS-BOUND-MIB EXPECTED-STATUSES(python set)
@@ -38,15 +37,8 @@ run() {
   rise="$(RESULT="$RESULT" python3 -c 'import json,os; r=json.loads(os.environ["RESULT"]); print(round(r.get("rss_rise_kib",0)/1024,1))')"
   py_check "$label: VmRSS rise $rise MiB <= $bound MiB over the idle baseline" \
     "r['rss_rise_kib'] <= $bound * 1024"
-  if [ "$label" = trickle ]; then
-    py_check "$label: the normal client's opens and calls all answered 200 with the expected count" \
-      'r["normal"]["opens"] >= 3 and r["normal"]["calls"] >= 20 and not r["normal"]["open_fail"] and not r["normal"]["call_fail"]'
-  else
-    # With the budget exhausted, an initialize arriving at that moment gets 503 + Retry-After
-    # like the attackers (seen for 1 open of 7 in one run; README, Reliability, Floods).
-    py_check "$label: the normal client's calls all answered 200 with the expected count; its opens 200 or 503 (503s: $(RESULT="$RESULT" python3 -c 'import json,os; print(len(json.loads(os.environ["RESULT"])["normal"]["open_fail"]))' 2>/dev/null))" \
-      'r["normal"]["opens"] - len(r["normal"]["open_fail"]) >= 3 and r["normal"]["calls"] >= 20 and set(r["normal"]["open_fail"]) <= {503} and not r["normal"]["call_fail"]'
-  fi
+  py_check "$label: the normal client's opens and calls all answered 200 with the expected count" \
+    'r["normal"]["opens"] >= 3 and r["normal"]["calls"] >= 20 and not r["normal"]["open_fail"] and not r["normal"]["call_fail"]'
   py_check "$label: every trickling connection got one of $statuses or was closed ($CONNS in all)" \
     "set(r['trickle']) <= $statuses | {'closed'} and sum(r['trickle'].values()) == $CONNS"
   server_alive_check
