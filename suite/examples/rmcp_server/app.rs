@@ -91,6 +91,21 @@ pub fn build(config: Config) -> App {
     }
 }
 
+/// rmcp's own stateful server, without the layer: `StreamableHttpService` with rmcp's
+/// `LocalSessionManager` and the default (stateful) config, serving the same handler. For
+/// side-by-side measurements (`scripts/compare_rmcp.sh`).
+pub fn build_native() -> Router {
+    use rmcp::transport::streamable_http_server::StreamableHttpService;
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    let live = Arc::new(AtomicUsize::new(0));
+    let service = StreamableHttpService::new(
+        move || Ok(Conformance::new(&live)),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    Router::new().route_service("/mcp", service)
+}
+
 /// Counts live handlers: one more while it exists.
 struct Alive(Arc<AtomicUsize>);
 
@@ -121,8 +136,18 @@ fn from_json<T: DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).expect("a valid MCP message")
 }
 
+/// A result from its JSON form, with `"resultType": "complete"`: MCP 2026-07-28 requires it in
+/// every result (rmcp's own constructors set it; deserializing leaves it out), and rmcp strips
+/// it again for peers that negotiated an older version.
+fn result<T: DeserializeOwned>(mut value: Value) -> T {
+    if let Value::Object(map) = &mut value {
+        map.entry("resultType").or_insert_with(|| json!("complete"));
+    }
+    from_json(value)
+}
+
 fn text(text: impl Into<String>) -> CallToolResult {
-    from_json(json!({"content": [{"type": "text", "text": text.into()}]}))
+    result(json!({"content": [{"type": "text", "text": text.into()}]}))
 }
 
 fn internal(error: impl std::fmt::Display) -> ErrorData {
@@ -200,18 +225,18 @@ impl Conformance {
             "test_simple_text" | "test_reconnection" => {
                 text("This is a simple text response for testing.")
             }
-            "test_image_content" => from_json(
+            "test_image_content" => result(
                 json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}),
             ),
-            "test_audio_content" => from_json(
+            "test_audio_content" => result(
                 json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}),
             ),
             "test_embedded_resource" => {
-                from_json(json!({"content": [{"type": "resource", "resource": {
+                result(json!({"content": [{"type": "resource", "resource": {
                 "uri": "test://embedded-resource", "mimeType": "text/plain",
                 "text": "This is an embedded resource content."}}]}))
             }
-            "test_multiple_content_types" => from_json(json!({"content": [
+            "test_multiple_content_types" => result(json!({"content": [
                 {"type": "text", "text": "Multiple content types test:"},
                 {"type": "image", "data": PNG, "mimeType": "image/png"},
                 {"type": "resource", "resource": {"uri": "test://mixed-content-resource",
@@ -252,7 +277,7 @@ impl Conformance {
                 }
                 text("Tool with progress executed successfully")
             }
-            "test_error_handling" => from_json(json!({"isError": true, "content": [
+            "test_error_handling" => result(json!({"isError": true, "content": [
                 {"type": "text", "text": "This tool intentionally returns an error for testing"}]})),
             "test_sampling" => {
                 let params: CreateMessageRequestParams = from_json(json!({
@@ -311,7 +336,7 @@ impl Conformance {
                     .peer_info()
                     .ok_or_else(|| internal("no initialize seen"))?;
                 let info = serde_json::to_value(&*info).map_err(internal)?;
-                from_json(json!({"content": [{"type": "text", "text": info.to_string()}]}))
+                result(json!({"content": [{"type": "text", "text": info.to_string()}]}))
             }
             "list_roots" => {
                 let roots = peer.list_roots().await.map_err(internal)?;
@@ -359,7 +384,7 @@ impl ServerHandler for Conformance {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(from_json(tools()))
+        Ok(result(tools()))
     }
 
     async fn call_tool(
@@ -383,7 +408,7 @@ impl ServerHandler for Conformance {
         _request: CompleteRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        Ok(from_json(
+        Ok(result(
             json!({"completion": {"values": ["paris", "park", "party"], "total": 3, "hasMore": false}}),
         ))
     }
@@ -393,7 +418,7 @@ impl ServerHandler for Conformance {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(from_json(json!({"resources": [
+        Ok(result(json!({"resources": [
             {"uri": "test://static-text", "name": "static-text", "description": "A static text resource", "mimeType": "text/plain"},
             {"uri": "test://static-binary", "name": "static-binary", "description": "A static binary resource", "mimeType": "image/png"},
             {"uri": "test://watched-resource", "name": "watched-resource", "description": "A resource to subscribe to", "mimeType": "text/plain"}
@@ -405,7 +430,7 @@ impl ServerHandler for Conformance {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(from_json(json!({"resourceTemplates": [
+        Ok(result(json!({"resourceTemplates": [
             {"uriTemplate": "test://template/{id}/data", "name": "template", "description": "Data by id", "mimeType": "application/json"}
         ]})))
     }
@@ -433,7 +458,7 @@ impl ServerHandler for Conformance {
                 Some(json!({"uri": uri})),
             ));
         };
-        let result: ReadResourceResult = from_json(json!({"contents": [contents]}));
+        let result: ReadResourceResult = result(json!({"contents": [contents]}));
         Ok(result.into())
     }
 
@@ -459,7 +484,7 @@ impl ServerHandler for Conformance {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let required = |name: &str, description: &str| json!({"name": name, "description": description, "required": true});
-        Ok(from_json(json!({"prompts": [
+        Ok(result(json!({"prompts": [
             {"name": "test_simple_prompt", "description": "A simple prompt"},
             {"name": "test_prompt_with_arguments", "description": "A prompt with arguments",
                 "arguments": [required("arg1", "First test argument"), required("arg2", "Second test argument")]},
@@ -510,7 +535,7 @@ impl ServerHandler for Conformance {
                 ));
             }
         };
-        let result: GetPromptResult = from_json(json!({"messages": messages}));
+        let result: GetPromptResult = result(json!({"messages": messages}));
         Ok(result.into())
     }
 }

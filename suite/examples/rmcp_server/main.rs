@@ -5,7 +5,15 @@
 //! ```text
 //! cargo run -p tower-mcp-session-suite --example rmcp_server -- --bind 127.0.0.1:3000
 //! cargo run -p tower-mcp-session-suite --example rmcp_server -- --max-sessions 100 --idle-timeout-secs 60
+//! cargo run -p tower-mcp-session-suite --example rmcp_server -- --mode rmcp-native
 //! ```
+//!
+//! `--mode layer` (the default) is the layer with one stateful rmcp session per layer session
+//! and rmcp's stateless mode as its inner service for sessionless requests
+//! (MCP-Protocol-Version >= 2026-07-28): the same server serves both of the layer's paths.
+//! `--mode rmcp-native` is rmcp's own stateful server (`StreamableHttpService` with its
+//! `LocalSessionManager`, default config) with the same handler and no layer, for
+//! side-by-side measurements (`scripts/compare_rmcp.sh`).
 //!
 //! It serves the tools, resources and prompts that the MCP conformance suite's server
 //! scenarios call (`scripts/interop/conformance_rmcp.sh` runs them), plus `increment` (a
@@ -19,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +46,18 @@ struct Args {
     /// Seconds a session may stay unused (no request, no open stream) before it expires.
     #[arg(long, env = "MCP_IDLE_TIMEOUT_SECS", default_value_t = 30 * 60)]
     idle_timeout_secs: u64,
+    /// Which server to run.
+    #[arg(long, value_enum, default_value_t = Mode::Layer)]
+    mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The layer: a stateful rmcp session per layer session, rmcp stateless for 2026-07-28.
+    #[value(alias = "layer-stateful", alias = "layer-stateless")]
+    Layer,
+    /// rmcp's own stateful server (its LocalSessionManager), no layer.
+    RmcpNative,
 }
 
 #[tokio::main]
@@ -52,12 +72,16 @@ async fn main() -> std::io::Result<()> {
         max_sessions: args.max_sessions,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
     });
+    let router = match args.mode {
+        Mode::Layer => router,
+        Mode::RmcpNative => app::build_native(),
+    };
     // rmcp writes SSE answers in several small pieces: without TCP_NODELAY each waits for
     // the peer's delayed ACK (about 40 ms).
     let listener = TcpListener::bind(args.bind).await?.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    tracing::info!("listening on http://{}/mcp", args.bind);
+    tracing::info!(mode = ?args.mode, "listening on http://{}/mcp", args.bind);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
