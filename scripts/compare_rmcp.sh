@@ -36,12 +36,6 @@ WAIT_SECS="${COMPARE_WAIT_SECS:-600}"
 OUT="$ROOT/target/compare-rmcp.md"
 LOG="$ROOT/target/compare-rmcp-server.log"
 
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  stop_group "$SERVER_PID"
-  SERVER_PID=""
-}
 trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

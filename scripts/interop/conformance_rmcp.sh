@@ -79,21 +79,6 @@ input-required-result-capability-check@2026-07-28 input-required-result-ignore-e
 # shellcheck disable=SC2086 # collapses the newlines
 EXPECTED_FAILURES="$(echo ${RMCP_EXPECTED_FAILURES-$TODO_2026})"
 
-http_answers() {
-  python3 - "$1" <<'EOF' >/dev/null 2>&1
-import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
-c.request("GET", "/mcp", headers={"Accept": "text/event-stream"})
-c.getresponse()
-EOF
-}
-
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  stop_group "$SERVER_PID"
-  SERVER_PID=""
-}
 trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -26,24 +26,6 @@ SERVER_LOG="$LOG_DIR/server.log"
 # shellcheck source=../lib/proc.sh
 . "$SCRIPT_DIR/../lib/proc.sh"
 
-# Answers once anything speaks HTTP on the port (any status counts: a GET
-# without a session is expected to be refused with a 4xx).
-http_answers() {
-  python3 - "$1" <<'EOF' >/dev/null 2>&1
-import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
-c.request("GET", "/mcp", headers={"Accept": "text/event-stream"})
-c.getresponse()
-EOF
-}
-
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  # The server runs in its own process group (setsid).
-  stop_group "$SERVER_PID"
-  SERVER_PID=""
-}
 trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

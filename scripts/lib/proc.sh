@@ -1,4 +1,4 @@
-# Shell helpers shared by the project's scripts (source it; it defines functions only).
+# Shell helpers shared by the project's scripts (source it; it defines functions and SERVER_PID).
 
 # Prints a free TCP port on 127.0.0.1.
 free_port() {
@@ -22,4 +22,24 @@ stop_group() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
+}
+
+# http_answers PORT: whether anything speaks HTTP at 127.0.0.1:PORT/mcp (any status counts: a GET
+# without a session is expected to be refused with a 4xx).
+http_answers() {
+  python3 - "$1" <<'PY' >/dev/null 2>&1
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
+c.request("GET", "/mcp", headers={"Accept": "text/event-stream"})
+c.getresponse()
+PY
+}
+
+# The one server a script starts in its own process group: set SERVER_PID; stop_server stops it
+# (the script sets `trap stop_server EXIT`).
+SERVER_PID=""
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  stop_group "$SERVER_PID"
+  SERVER_PID=""
 }
