@@ -7,7 +7,7 @@
 //! - It starts with the first request the layer's service sees, on that request's tokio
 //!   runtime, when sessions can end by time at all. Without a runtime it does nothing, and a
 //!   full table still reclaims expired sessions itself.
-//! - It works in steps of one shard, or of at most 512 ended sessions of one shard, and yields
+//! - It works in steps of one shard, or of at most 128 ended sessions of one shard, and yields
 //!   to the runtime between steps, so no single step holds a worker for long (see the expiry
 //!   bench in BENCHMARKS.md for the longest step at 1M). A session removed in a step is fully
 //!   closed in that step: its slot given back, its hook run, its service dropped.
