@@ -36,6 +36,46 @@ pub enum CloseReason {
     Shutdown,
 }
 
+impl CloseReason {
+    /// Whether a session closed for this reason is closed for good: on every node of a
+    /// deployment, with its [store](crate::store) record deleted. `Deleted`, `Closed`,
+    /// `Evicted` and `LifetimeEnded` are; `Expired` is not (the session was idle *on this
+    /// node*; its record expires by its own time to live, which every node using the session
+    /// keeps fresh), nor is `Shutdown` (a node going away during a rolling deploy: clients
+    /// carry on through the other nodes).
+    pub fn ends_everywhere(self) -> bool {
+        matches!(
+            self,
+            Self::Deleted | Self::Closed | Self::Evicted | Self::LifetimeEnded
+        )
+    }
+}
+
+/// A one-byte code for `reason` (the open/close handshake and the bus's wire format).
+pub(crate) fn reason_code(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::Deleted => 0,
+        CloseReason::Expired => 1,
+        CloseReason::LifetimeEnded => 2,
+        CloseReason::Evicted => 3,
+        CloseReason::Closed => 4,
+        CloseReason::Shutdown => 5,
+    }
+}
+
+/// The reason [`reason_code`] gave `code`.
+pub(crate) fn reason_of(code: u8) -> Option<CloseReason> {
+    Some(match code {
+        0 => CloseReason::Deleted,
+        1 => CloseReason::Expired,
+        2 => CloseReason::LifetimeEnded,
+        3 => CloseReason::Evicted,
+        4 => CloseReason::Closed,
+        5 => CloseReason::Shutdown,
+        _ => return None,
+    })
+}
+
 pub(crate) type OnOpen = Arc<dyn Fn(&SessionInfo) + Send + Sync>;
 pub(crate) type OnClose = Arc<dyn Fn(&SessionInfo, CloseReason) + Send + Sync>;
 

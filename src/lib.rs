@@ -118,6 +118,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod bus;
 /// The client side: keep the MCP session of an HTTP client, start a new one on 404.
 #[cfg(feature = "client")]
 pub mod client;
@@ -125,6 +126,7 @@ pub mod future;
 pub mod mcp;
 #[cfg(feature = "rmcp")]
 pub mod rmcp;
+pub mod store;
 
 mod config;
 #[cfg(feature = "axum")]

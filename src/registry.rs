@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{ClientKey, Config, EvictBy};
-use crate::hooks::{CloseReason, run_guarded};
+use crate::hooks::{CloseReason, reason_code, reason_of, run_guarded};
 use crate::info::{Principal, SessionInfo};
 
 /// Number of shards in the session table (a power of two).
@@ -88,28 +88,6 @@ const HOOKS_COMMITTING: u8 = 0;
 const HOOKS_OPEN: u8 = 1;
 /// `HOOKS_CLOSED_EARLY + reason`: closed before `on_open` finished; the opener runs `on_close`.
 const HOOKS_CLOSED_EARLY: u8 = 2;
-
-fn reason_code(reason: CloseReason) -> u8 {
-    match reason {
-        CloseReason::Deleted => 0,
-        CloseReason::Expired => 1,
-        CloseReason::LifetimeEnded => 2,
-        CloseReason::Evicted => 3,
-        CloseReason::Closed => 4,
-        CloseReason::Shutdown => 5,
-    }
-}
-
-fn reason_of(code: u8) -> CloseReason {
-    match code {
-        0 => CloseReason::Deleted,
-        1 => CloseReason::Expired,
-        2 => CloseReason::LifetimeEnded,
-        3 => CloseReason::Evicted,
-        4 => CloseReason::Closed,
-        _ => CloseReason::Shutdown,
-    }
-}
 
 /// Bookkeeping for one live session, followed by its service and state.
 ///
@@ -573,7 +551,10 @@ impl Registry {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            self.run_on_close(entry, reason_of(state - HOOKS_CLOSED_EARLY));
+            self.run_on_close(
+                entry,
+                reason_of(state - HOOKS_CLOSED_EARLY).unwrap_or(CloseReason::Shutdown),
+            );
         }
     }
 

@@ -1,0 +1,127 @@
+//! Messages between the nodes that hold a session: the [`SessionBus`] trait, [`MemoryBus`]
+//! and, with the `redis` feature, [`RedisBus`].
+//!
+//! A session can be live on several nodes at once: a client without a sticky load balancer
+//! sends its `tools/call` to node B while its GET stream is held by node A. The bus carries
+//! two kinds of [`BusEvent`] per session:
+//!
+//! * [`Message`](BusEvent::Message): bytes [`published`](crate::Session::publish) to the
+//!   session on any node reach every [`subscription`](crate::Session::subscribe) of that
+//!   session on every node (a notification caused by a request on node B reaches the stream on
+//!   node A; the answer to a server-initiated request reaches the node that asked).
+//! * [`Closed`](BusEvent::Closed): a session closed for good on one node (DELETE, an explicit
+//!   close, eviction, the end of its lifetime) closes on every node that holds it: their open
+//!   streams end and their `on_close` hooks run.
+//!
+//! A node [`listen`](BusConnection::listen)s to a session while the session is live in its
+//! table and stops when it closes there, so events go only to nodes that hold the session (with
+//! Redis: one sharded channel per session, `SSUBSCRIBE`d by those nodes only).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::body::BoxError;
+use crate::hooks::CloseReason;
+use crate::id::SessionId;
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use memory::MemoryBus;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisBus;
+
+/// The future of [`BusConnection::publish`].
+pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BusError>> + Send + 'a>>;
+
+/// Where a bus hands the events of the sessions a node listens to: the session's id and the
+/// event. Called on the bus's own task; it must not block.
+pub type Deliver = Arc<dyn Fn(&SessionId, BusEvent) + Send + Sync>;
+
+/// One event of a session, sent to every node that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusEvent {
+    /// Bytes published to the session, for its subscribers.
+    Message(Bytes),
+    /// The session closed for good on another node, for this reason.
+    Closed(CloseReason),
+}
+
+impl BusEvent {
+    /// The event as bytes on the wire: a tag byte (`m` message, `c` close), then the payload
+    /// or the close reason's code.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Self::Message(bytes) => {
+                let mut out = Vec::with_capacity(1 + bytes.len());
+                out.push(b'm');
+                out.extend_from_slice(bytes);
+                out.into()
+            }
+            Self::Closed(reason) => Bytes::from(vec![b'c', crate::hooks::reason_code(*reason)]),
+        }
+    }
+
+    /// Reads an event [`encode`](Self::encode) wrote; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first()? {
+            (b'm', payload) => Some(Self::Message(Bytes::copy_from_slice(payload))),
+            (b'c', [code]) => crate::hooks::reason_of(*code).map(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// Publishing on the bus failed: the backend is unreachable or timed out.
+#[derive(Debug)]
+pub struct BusError {
+    source: BoxError,
+}
+
+impl BusError {
+    /// Wraps the error of a bus's backend.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session bus failed: {}", self.source)
+    }
+}
+
+impl std::error::Error for BusError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// A bus shared by the nodes of a deployment. Each session table
+/// [`connect`](Self::connect)s once, when it comes into being.
+pub trait SessionBus: Send + Sync + 'static {
+    /// Joins the bus as one node: events of the sessions this node listens to go to `deliver`.
+    fn connect(&self, deliver: Deliver) -> Arc<dyn BusConnection>;
+}
+
+/// One node's link to the bus. Dropping the last handle leaves the bus.
+pub trait BusConnection: Send + Sync + 'static {
+    /// Starts delivering the events of `id` to this node (idempotent). Must not block: a
+    /// backend that needs a round trip queues it.
+    fn listen(&self, id: &SessionId);
+
+    /// Stops delivering the events of `id` to this node.
+    fn unlisten(&self, id: &SessionId);
+
+    /// Sends `event` to every node listening to `id`, this one included.
+    fn publish<'a>(&'a self, id: &'a SessionId, event: BusEvent) -> BusFuture<'a, ()>;
+}

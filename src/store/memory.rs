@@ -1,0 +1,199 @@
+//! [`MemoryStore`]: records in this process's memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{SessionRecord, SessionStore, StoreError, StoreFuture};
+use crate::id::SessionId;
+
+/// Records of sessions in this process's memory, shared by clones.
+///
+/// A layer without [`store`](crate::SessionLayer::store) keeps its sessions' data maps in a
+/// private `MemoryStore` (no records, nothing survives its process: the behaviour of 0.1).
+/// Given to several layers in one process, a `MemoryStore` lets each restore the others'
+/// sessions, the same as [`RedisStore`](crate::store::RedisStore) across processes: the tests
+/// of the multi-node logic run on it, without a network.
+///
+/// Times to live follow tokio's clock (so paused-clock tests can expire records); expired
+/// records are dropped when next read and by [`purge_expired`](Self::purge_expired).
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: Mutex<HashMap<SessionId, Slot>>,
+    /// Private to one table without a store: data-map writes create the session's slot.
+    upsert: bool,
+}
+
+struct Slot {
+    record: Option<SessionRecord>,
+    data: HashMap<String, String>,
+    expires: Option<Instant>,
+}
+
+impl Slot {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("records", &self.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The private store of a table without a store: data maps only, created on first write.
+    pub(crate) fn data_only() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                map: Mutex::default(),
+                upsert: true,
+            }),
+        }
+    }
+
+    /// How many sessions have a record or data (expired ones included until purged).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether the store holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every expired record; returns how many.
+    pub fn purge_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, slot| slot.live(now));
+        before - map.len()
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Slot>> {
+        // A panic while holding the lock cannot leave a map half-updated (every update is one
+        // call on it): the data is still good.
+        self.inner.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the live slot of `id` (dropping it if expired); with `upsert`, creates it.
+    fn with_slot<T>(&self, id: &SessionId, f: impl FnOnce(Option<&mut Slot>) -> T) -> T {
+        let now = Instant::now();
+        let mut map = self.map();
+        if map.get(id).is_some_and(|slot| !slot.live(now)) {
+            map.remove(id);
+        }
+        if self.inner.upsert {
+            let slot = map.entry(id.clone()).or_insert_with(|| Slot {
+                record: None,
+                data: HashMap::new(),
+                expires: None,
+            });
+            return f(Some(slot));
+        }
+        f(map.get_mut(id))
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl SessionStore for MemoryStore {
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()> {
+        let slot = Slot {
+            record: Some(record.clone()),
+            data: HashMap::new(),
+            expires: ttl.map(|ttl| Instant::now() + ttl),
+        };
+        self.map().insert(record.id.clone(), slot);
+        ready(Ok(()))
+    }
+
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
+        let record = self.with_slot(id, |slot| slot.and_then(|slot| slot.record.clone()));
+        ready(Ok(record))
+    }
+
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()> {
+        let now = Instant::now();
+        let mut map = self.map();
+        for id in ids {
+            if let Some(slot) = map.get_mut(id).filter(|slot| slot.live(now)) {
+                slot.expires = Some(now + ttl);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
+        let now = Instant::now();
+        let removed = self.map().remove(id).is_some_and(|slot| slot.live(now));
+        ready(Ok(removed))
+    }
+
+    fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        let value = self.with_slot(id, |slot| slot.and_then(|slot| slot.data.get(key).cloned()));
+        ready(Ok(value))
+    }
+
+    fn data_insert<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        json: String,
+    ) -> StoreFuture<'a, bool> {
+        let written = self.with_slot(id, |slot| {
+            slot.map(|slot| slot.data.insert(key.to_owned(), json))
+                .is_some()
+        });
+        ready(Ok(written))
+    }
+
+    fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool> {
+        let removed =
+            self.with_slot(id, |slot| slot.is_some_and(|slot| slot.data.remove(key).is_some()));
+        ready(Ok(removed))
+    }
+
+    fn data_increment<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        by: i64,
+    ) -> StoreFuture<'a, Option<i64>> {
+        let result = self.with_slot(id, |slot| {
+            let Some(slot) = slot else {
+                return Ok(None);
+            };
+            let current = match slot.data.get(key) {
+                None => 0,
+                Some(text) => text.trim().parse::<i64>().map_err(|_| {
+                    StoreError::new(format!("the value of `{key}` is not an integer"))
+                })?,
+            };
+            let next = current
+                .checked_add(by)
+                .ok_or_else(|| StoreError::new(format!("`{key}` would overflow")))?;
+            slot.data.insert(key.to_owned(), next.to_string());
+            Ok(Some(next))
+        });
+        ready(result)
+    }
+}

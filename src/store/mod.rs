@@ -1,0 +1,174 @@
+//! Session records that outlive a node: the [`SessionStore`] trait, [`MemoryStore`] and, with
+//! the `redis` feature, [`RedisStore`].
+//!
+//! # The split
+//!
+//! A session has two halves. What can be serialized is a [`SessionRecord`]: the session's id,
+//! the principal it is bound to, when it opened, the request that opened it (method, URI, the
+//! headers named by [`SessionLayer::replay_headers`](crate::SessionLayer::replay_headers) and
+//! the body) and a small data map of JSON values (see [`SessionData`](crate::SessionData)).
+//! What cannot be serialized, the per-session service and its open streams, lives on the node
+//! that built it. Any node can rebuild the second half from the first: it calls the factory
+//! and replays the opening request into the new service (the layer's *restore*, see
+//! [`SessionLayer::store`](crate::SessionLayer::store)).
+//!
+//! # Why this shape
+//!
+//! * **One record per session, data map included.** One key (a Redis hash) means one TTL to
+//!   refresh, one `DEL` to forget a session and one cluster slot for everything of a session,
+//!   without hash-tag bookkeeping between several keys.
+//! * **Read through, not cached.** The data map is read from the store on each access:
+//!   nodes never disagree, and there is no invalidation to lose. A routed request that does not
+//!   touch the data map makes no store round trip at all, so the cost is paid only by handlers
+//!   that use it (one command per access on loopback Redis; see BENCHMARKS.md).
+//! * **Atomic updates on the store's side.** [`SessionStore::increment`] is one command
+//!   (`HINCRBY` in a script that refuses a missing record), so increments arriving through
+//!   two nodes at once lose no count, without a read-modify-write in the layer.
+//! * **TTL off the request path.** The layer never refreshes a record on a request; a
+//!   background task refreshes, once per refresh interval and in one batch, the records of the
+//!   sessions used on this node since the last round (see
+//!   [`SessionLayer::store_refresh_interval`](crate::SessionLayer::store_refresh_interval)).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Uri};
+
+use crate::body::BoxError;
+use crate::id::SessionId;
+use crate::info::Principal;
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisStore;
+
+/// The future of a [`SessionStore`] operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The request that opened a session, as kept for replay on another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpeningRequest {
+    /// The request method (`POST` for MCP's `initialize`).
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// The headers named by [`SessionLayer::replay_headers`](crate::SessionLayer::replay_headers)
+    /// (by default `content-type`, `accept` and `mcp-protocol-version`); credentials such as
+    /// `authorization` and `cookie` are never kept.
+    pub headers: HeaderMap,
+    /// The whole body (for MCP: the `initialize` request, at most the peek limit).
+    pub body: Bytes,
+}
+
+/// What a store keeps of one session (the data map is kept beside it, see
+/// [`SessionStore::data_get`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session's id.
+    pub id: SessionId,
+    /// The principal the session is bound to, if the layer binds sessions to principals.
+    pub principal: Option<Principal>,
+    /// When the session opened, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// The request that opened the session.
+    pub opening: OpeningRequest,
+}
+
+/// A store operation that failed: the store is unreachable, timed out, or answered
+/// something the layer cannot read.
+///
+/// The layer never turns a store error into 404: opening answers 503 with `Retry-After`
+/// ([`Rejection::StoreUnavailable`](crate::Rejection::StoreUnavailable)), and so does a
+/// restore, since the session may well exist.
+#[derive(Debug)]
+pub struct StoreError {
+    source: BoxError,
+}
+
+impl StoreError {
+    /// Wraps the error of a store's backend.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+
+    /// The operation did not finish within the store's timeout.
+    pub fn timed_out(after: Duration) -> Self {
+        Self::new(format!(
+            "no answer within {} ms",
+            after.as_millis().min(u128::from(u64::MAX))
+        ))
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session store failed: {}", self.source)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Where session records and their data maps live, shared by every node of a deployment.
+///
+/// The layer calls [`create`](Self::create) when a session opens, [`load`](Self::load) when a
+/// request names a session this node does not hold, [`touch`](Self::touch) from a background
+/// task, and [`delete`](Self::delete) when a session closes for good (DELETE, an explicit
+/// close, eviction, the end of its lifetime). Handlers reach the data map through
+/// [`SessionData`](crate::SessionData).
+///
+/// Every method must finish in bounded time (a backend applies its own timeout and answers
+/// [`StoreError`] past it) and must not panic.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new record with a time to live of `ttl` (`None`: no expiry).
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()>;
+
+    /// The record of `id`, or `None` if there is none (never created, deleted, or expired).
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>>;
+
+    /// Resets the time to live of each of `ids` that still has a record to `ttl`.
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()>;
+
+    /// Removes the record of `id` and its data map; `true` if there was one.
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool>;
+
+    /// The JSON text stored under `key` in the data map of `id`.
+    ///
+    /// `Ok(None)`: no such key, or no such session.
+    fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Stores the JSON text `json` under `key`; `false` (nothing written) if the session has
+    /// no record.
+    fn data_insert<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        json: String,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Removes `key` from the data map; `true` if it was there.
+    fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Adds `by` to the integer under `key` (absent counts as 0) in one atomic step and returns
+    /// the new value; `None` (nothing written) if the session has no record. Fails if the
+    /// value is not an integer.
+    fn data_increment<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        by: i64,
+    ) -> StoreFuture<'a, Option<i64>>;
+}
