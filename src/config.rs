@@ -17,7 +17,9 @@ use crate::hooks::{OnClose, OnOpen};
 use crate::id::MakeSessionId;
 use crate::info::Principal;
 use crate::policy::{ClosePolicy, OpenPolicy};
+use crate::bus::SessionBus;
 use crate::rejection::Rejection;
+use crate::store::SessionStore;
 
 /// Default most bytes read from the body of a request that may open a session: 64 KiB. Real
 /// MCP `initialize` requests are a few hundred bytes to a few KiB.
@@ -86,6 +88,16 @@ pub enum EvictBy {
     LastActivity,
 }
 
+/// The headers of an opening request kept for replay by default: what a per-session service
+/// needs to read an MCP `initialize` (`content-type`, `accept`, `mcp-protocol-version`).
+pub(crate) fn default_replay_headers() -> Vec<HeaderName> {
+    vec![
+        http::header::CONTENT_TYPE,
+        http::header::ACCEPT,
+        HeaderName::from_static("mcp-protocol-version"),
+    ]
+}
+
 /// Milliseconds in `d`, saturating instead of truncating; at least 1.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -121,6 +133,12 @@ pub(crate) struct Config {
     pub(crate) session_extension: bool,
     pub(crate) on_open: Option<OnOpen>,
     pub(crate) on_close: Option<OnClose>,
+    /// Shared records (restore on any node); `None`: sessions live in this table only.
+    pub(crate) store: Option<Arc<dyn SessionStore>>,
+    pub(crate) bus: Option<Arc<dyn SessionBus>>,
+    /// Headers of the opening request kept in its record, for replay.
+    pub(crate) replay_headers: Vec<HeaderName>,
+    pub(crate) store_refresh: Option<Duration>,
 }
 
 impl Config {
@@ -150,6 +168,10 @@ impl Config {
             session_extension: true,
             on_open: None,
             on_close: None,
+            store: None,
+            bus: None,
+            replay_headers: default_replay_headers(),
+            store_refresh: None,
         }
     }
 

@@ -100,6 +100,20 @@ impl SessionInfo {
         self.principal.as_ref()
     }
 
+    /// The info of a session restored from its record: same id, principal and creation time.
+    pub(crate) fn restored(id: SessionId, principal: Option<Principal>, created_ms: u64) -> Self {
+        Self {
+            id,
+            principal,
+            created_ms,
+        }
+    }
+
+    /// When the session opened, in milliseconds since the Unix epoch.
+    pub(crate) fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
     /// When the session was created (wall clock, millisecond precision).
     pub fn created_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.created_ms)

@@ -10,6 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use tower_layer::Layer;
 
+use crate::bus::SessionBus;
 use crate::config::{ClientKey, Config, EvictBy, millis};
 use crate::hooks::CloseReason;
 use crate::id::MakeSessionId;
@@ -19,6 +20,7 @@ use crate::registry::Registry;
 use crate::rejection::Rejection;
 use crate::service::SessionService;
 use crate::sessions::Sessions;
+use crate::store::SessionStore;
 
 /// A [`Layer`] that gives the wrapped service sessions keyed by a request header.
 ///
@@ -322,10 +324,64 @@ impl<F> SessionLayer<F> {
     }
 
     /// The table of this layer, created with its settings on first use.
+    /// Keeps a record of every session in `store`, shared by the nodes of a deployment, so
+    /// that sessions survive a restart and span nodes. Default: no store, sessions live only
+    /// in this table (as in 0.1) and their [data maps](crate::SessionData) in this process.
+    ///
+    /// With a store:
+    ///
+    /// * Opening a session writes its record (id, principal, creation time, the opening
+    ///   request: method, URI, the [`replay_headers`](Self::replay_headers) and the body, read
+    ///   whole within the [peek limit](Self::peek_limit) for every open policy) with a time to
+    ///   live equal to the idle timeout, before the id is sent. The store unreachable: 503 with
+    ///   `Retry-After` ([`Rejection::StoreUnavailable`]).
+    /// * A request for a session live on this node makes no store round trip. A request for
+    ///   one that is not is *restored*: loaded, rebuilt with the factory, the opening request
+    ///   replayed into it (MCP: followed by `notifications/initialized`), then routed; one
+    ///   restore per id per node at a time (see the [`store`](crate::store) module). No record:
+    ///   404. The store unreachable: 503, never 404.
+    /// * Records of sessions used on this node are refreshed in the background, once per
+    ///   [`store_refresh_interval`](Self::store_refresh_interval), in batches.
+    /// * A close policy request (DELETE) deletes the record and, with a [`bus`](Self::bus),
+    ///   closes the session on every node; so do [`Sessions::close`], eviction and the end of
+    ///   the [lifetime](Self::max_lifetime) (in the background). Idle expiry on one node and
+    ///   [`Sessions::shutdown`] (a rolling deploy) close only this node's copy: the record
+    ///   stays for the others, until its time to live ends.
+    pub fn store<T: SessionStore>(self, store: T) -> Self {
+        let store: Arc<dyn SessionStore> = Arc::new(store);
+        self.with(|c| c.store = Some(store))
+    }
+
+    /// Joins `bus` as one node: closes for good reach every node that holds the session, and
+    /// [published](crate::Session::publish) messages reach the session's
+    /// [subscribers](crate::Session::subscribe) on every node. Default: no bus; messages reach
+    /// this node's subscribers only. Use it together with [`store`](Self::store).
+    pub fn bus<T: SessionBus>(self, bus: T) -> Self {
+        let bus: Arc<dyn SessionBus> = Arc::new(bus);
+        self.with(|c| c.bus = Some(bus))
+    }
+
+    /// The headers of the opening request kept in its [store](Self::store) record and replayed
+    /// on restore. Default: `content-type`, `accept` and `mcp-protocol-version`, what an MCP
+    /// server reads of `initialize`. Keep credentials out: the record is readable by anyone
+    /// with access to the store.
+    pub fn replay_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let names: Vec<HeaderName> = names.into_iter().collect();
+        self.with(|c| c.replay_headers = names)
+    }
+
+    /// How often the records of sessions used on this node have their time to live reset to
+    /// the idle timeout, in one batch per round. Default: a quarter of the idle timeout,
+    /// clamped to 100 ms..=30 s (so a record outlives every node's copy of its session). Each
+    /// session costs at most one store command per interval, however many requests it gets.
+    pub fn store_refresh_interval(self, interval: Duration) -> Self {
+        self.with(|c| c.store_refresh = Some(interval.max(Duration::from_millis(10))))
+    }
+
     fn registry(&self) -> Arc<Registry> {
         Arc::clone(
             self.table
-                .get_or_init(|| Arc::new(Registry::new(self.config.clone()))),
+                .get_or_init(|| Registry::new(self.config.clone())),
         )
     }
 

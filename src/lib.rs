@@ -129,6 +129,7 @@ pub mod rmcp;
 pub mod store;
 
 mod config;
+mod data;
 #[cfg(feature = "axum")]
 mod extract;
 mod factory;
@@ -136,10 +137,12 @@ mod hooks;
 mod id;
 mod info;
 mod layer;
+mod node;
 mod open;
 mod policy;
 mod registry;
 mod rejection;
+mod restore;
 mod service;
 mod session;
 mod sessions;
@@ -151,6 +154,7 @@ pub use config::{
 };
 #[cfg(feature = "axum")]
 pub use extract::{MissingSession, SessionState};
+pub use data::{DataError, SessionData, Subscription};
 pub use factory::{SessionFactory, WithState, with_state};
 pub use hooks::CloseReason;
 pub use id::{InvalidSessionId, MAX_SESSION_ID_LEN, MakeSessionId, Redacted, SessionId, UuidV4};

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 #[cfg(feature = "mcp")]
 use http::Method;
 use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
@@ -42,6 +42,7 @@ use crate::registry::{DynEntry, Entry, Refusal, Registry, Stored};
 use crate::rejection::Rejection;
 use crate::service::{Req, reject};
 use crate::session::Session;
+use crate::store::{OpeningRequest, SessionRecord};
 
 /// Attempts at minting an id that is valid and not live before giving up with 500.
 const MINT_ATTEMPTS: usize = 3;
@@ -63,7 +64,7 @@ pub(crate) struct Opening<S, F> {
     pub(crate) registry: Arc<Registry>,
 }
 
-fn refusal(config: &Config, refusal: Refusal) -> Rejection {
+pub(crate) fn refusal(config: &Config, refusal: Refusal) -> Rejection {
     match refusal {
         Refusal::ShutDown => Rejection::ShuttingDown,
         Refusal::Full => {
@@ -116,14 +117,33 @@ impl<S, F> Opening<S, F> {
         if let Err(why) = registry.precheck() {
             return rejected(refusal(config, why));
         }
-        let body = if peek {
-            match peek_initialize(registry, &parts, body).await {
-                Ok(bytes) => RequestBody::peeked(bytes),
+        // With a shared store the opening request is kept whole for replay: its body is read
+        // within the same limits as the MCP peek.
+        let shared = registry.node().shared;
+        let mut kept_body = None;
+        let body = if peek || shared {
+            let bytes = match read_bounded(registry, &parts, body).await {
+                Ok(bytes) => bytes,
                 Err(rejection) => return rejected(rejection),
+            };
+            if peek {
+                if let Err(rejection) = check_initialize(config, &bytes) {
+                    return rejected(rejection);
+                }
             }
+            if shared {
+                kept_body = Some(bytes.clone());
+            }
+            RequestBody::peeked(bytes)
         } else {
             RequestBody::new(body)
         };
+        let opening = kept_body.map(|body| OpeningRequest {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: replay_headers(config, &parts.headers),
+            body,
+        });
         let client = config.client_key.as_ref().and_then(|key| key(&parts));
 
         let reservation = match self.registry.reserve(principal.clone(), client) {
@@ -143,6 +163,7 @@ impl<S, F> Opening<S, F> {
         };
         let entry: Arc<DynEntry> = Arc::new(Entry::new(
             info.clone(),
+            Arc::clone(registry.node()),
             reservation.client().cloned(),
             Stored {
                 service: service.clone(),
@@ -174,10 +195,25 @@ impl<S, F> Opening<S, F> {
                 guard: None,
             });
         }
+        if let Some(opening) = opening {
+            let record = SessionRecord {
+                id: info.id().clone(),
+                principal: info.principal().cloned(),
+                created_ms: info.created_ms(),
+                opening,
+            };
+            let node = registry.node();
+            let created = node.store.create(&record, record_ttl(config)).await;
+            node.store_health(&created);
+            if created.is_err() {
+                return rejected(Rejection::StoreUnavailable(config.retry_after));
+            }
+        }
         if let Err(why) = registry.commit(&entry, reservation) {
             return rejected(refusal(config, why));
         }
         registry.announce(&entry);
+        registry.node().opened(info.id());
         let value =
             HeaderValue::from_str(info.id().as_str()).expect("session ids are visible ASCII");
         response.headers_mut().insert(config.header.clone(), value);
@@ -215,10 +251,35 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Reads the body of a request without an id, within the peek limit, deadline and budget,
-/// and checks it is an `initialize` request.
-#[cfg_attr(not(feature = "mcp"), allow(unused_variables, unreachable_code))]
-async fn peek_initialize<B>(registry: &Registry, parts: &Parts, body: B) -> Result<Bytes, Rejection>
+/// The time to live of a session's store record: the idle timeout (`None` without one).
+pub(crate) fn record_ttl(config: &Config) -> Option<std::time::Duration> {
+    (config.idle_ms != 0).then(|| std::time::Duration::from_millis(config.idle_ms))
+}
+
+/// The headers of `headers` that [`SessionLayer::replay_headers`](crate::SessionLayer::replay_headers)
+/// names.
+fn replay_headers(config: &Config, headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in &config.replay_headers {
+        for value in headers.get_all(name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// An opening request's body must be an `initialize` request (MCP profile).
+#[cfg_attr(not(feature = "mcp"), allow(unused_variables))]
+fn check_initialize(config: &Config, bytes: &[u8]) -> Result<(), Rejection> {
+    #[cfg(feature = "mcp")]
+    if crate::mcp::is_initialize(bytes)? {
+        return Ok(());
+    }
+    Err(Rejection::MissingSessionId(config.header.clone()))
+}
+
+/// Reads the body of a request without an id, within the peek limit, deadline and budget.
+async fn read_bounded<B>(registry: &Registry, parts: &Parts, body: B) -> Result<Bytes, Rejection>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -286,10 +347,5 @@ where
         }
         parked.extend_from_slice(&data);
     }
-    let bytes = whole.unwrap_or_else(|| parked.freeze());
-    #[cfg(feature = "mcp")]
-    if crate::mcp::is_initialize(&bytes)? {
-        return Ok(bytes);
-    }
-    Err(Rejection::MissingSessionId(config.header.clone()))
+    Ok(whole.unwrap_or_else(|| parked.freeze()))
 }

@@ -43,7 +43,9 @@ use tokio::time::Instant;
 
 use crate::config::{ClientKey, Config, EvictBy};
 use crate::hooks::{CloseReason, reason_code, reason_of, run_guarded};
+use crate::id::SessionId;
 use crate::info::{Principal, SessionInfo};
+use crate::node::Node;
 
 /// Number of shards in the session table (a power of two).
 pub(crate) const SHARDS: usize = 256;
@@ -102,6 +104,9 @@ pub(crate) struct Entry<T: ?Sized> {
     in_flight: AtomicU32,
     closed: AtomicBool,
     hooks: AtomicU8,
+    /// Closed on word from the bus (another node closed it for good): nothing to forward.
+    /// (In what was padding: costs no memory.)
+    closed_by_bus: AtomicBool,
     /// When the session's last request started.
     last_request: AtomicU64,
     /// Milliseconds since the table's epoch when the session opened.
@@ -109,6 +114,9 @@ pub(crate) struct Entry<T: ?Sized> {
     /// Created on first need, by a response body waiting for more data.
     close_notify: OnceLock<Arc<Notify>>,
     pub(crate) info: SessionInfo,
+    /// The table's store and bus, for [`Session::data`](crate::Session::data) and
+    /// [`Session::publish`](crate::Session::publish).
+    pub(crate) node: Arc<Node>,
     /// The client key the session counts against, when a per-client limit is set (boxed: most
     /// tables have none, and it would double the size of this field).
     client: Option<Box<ClientKey>>,
@@ -119,9 +127,17 @@ pub(crate) type DynEntry = Entry<dyn Slot>;
 
 impl<T> Entry<T> {
     /// A new entry, counted as one request in flight (the opening request).
-    pub(crate) fn new(info: SessionInfo, client: Option<ClientKey>, slot: T, now: u64) -> Self {
+    pub(crate) fn new(
+        info: SessionInfo,
+        node: Arc<Node>,
+        client: Option<ClientKey>,
+        slot: T,
+        now: u64,
+    ) -> Self {
         Self {
             info,
+            node,
+            closed_by_bus: AtomicBool::new(false),
             client: client.map(Box::new),
             opened: now,
             last_seen: AtomicU64::new(now),
@@ -186,6 +202,12 @@ impl<T: ?Sized> Entry<T> {
             at = at.min(base.saturating_add(config.idle_ms));
         }
         at
+    }
+
+    /// Whether a request or stream is open, or the session was used at or after `since`.
+    fn used_since(&self, since: u64) -> bool {
+        self.in_flight.load(Ordering::Acquire) != 0
+            || self.last_seen.load(Ordering::Acquire) >= since
     }
 
     fn idle_since(&self) -> Option<u64> {
@@ -316,6 +338,7 @@ pub(crate) struct Registry {
     shut_down: AtomicBool,
     pub(crate) config: Config,
     pub(crate) sweeper: SweeperState,
+    node: Arc<Node>,
     /// No session can end by time before this (ms since the epoch), as of the last full pass.
     next_end: AtomicU64,
     /// When an opening request last scanned a full table (ms since the epoch; 0: never).
@@ -336,8 +359,9 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(config: Config) -> Self {
-        Self {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new_cyclic(|registry| Self {
+            node: Arc::new(Node::new(&config, registry.clone())),
             shards: (0..SHARDS)
                 .map(|_| Shard(RwLock::new(HashTable::new())))
                 .collect(),
@@ -354,7 +378,41 @@ impl Registry {
             per_principal: config.max_per_principal.map(|_| KeyCounts::new()),
             per_client: config.max_per_client.map(|_| KeyCounts::new()),
             config,
+        })
+    }
+
+    /// The table's store and bus.
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Closes `id` for `reason` on word from the bus: another node closed it for good.
+    pub(crate) fn close_from_bus(&self, id: &SessionId, reason: CloseReason) {
+        if let Some(entry) = self.get(id.as_str()) {
+            entry.closed_by_bus.store(true, Ordering::Release);
+            self.close_entry(&entry, reason);
         }
+    }
+
+    /// Closes `entry` here only: the caller deletes its record and tells the other nodes.
+    pub(crate) fn close_here(&self, entry: &Arc<DynEntry>, reason: CloseReason) -> bool {
+        entry.closed_by_bus.store(true, Ordering::Release);
+        self.close_entry(entry, reason)
+    }
+
+    /// The ids of the sessions used since `since` (table ms) or with a request or stream open.
+    pub(crate) fn used_since(&self, since: u64) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        for shard in self.shards.iter() {
+            ids.extend(
+                shard
+                    .read()
+                    .iter()
+                    .filter(|entry| entry.used_since(since))
+                    .map(|entry| entry.info.id().clone()),
+            );
+        }
+        ids
     }
 
     /// Milliseconds since the table was created.
@@ -513,6 +571,8 @@ impl Registry {
             if hook {
                 self.on_closed(&entry, reason);
             }
+            let forward = !entry.closed_by_bus.load(Ordering::Acquire);
+            self.node.closed(entry.info.id(), reason, forward);
         }
         n
     }

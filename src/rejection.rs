@@ -18,6 +18,7 @@
 //! | [`FactoryFailed`](Rejection::FactoryFailed) | 500 Internal Server Error | -32603 |
 //! | [`TooManySessions`](Rejection::TooManySessions) | 503 Service Unavailable, `Retry-After` | -32000 |
 //! | [`Busy`](Rejection::Busy) | 503 Service Unavailable, `Retry-After` | -32000 |
+//! | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 Service Unavailable, `Retry-After` | -32000 |
 //! | [`ShuttingDown`](Rejection::ShuttingDown) | 503 Service Unavailable | -32000 |
 //!
 //! Replace the responses with [`SessionLayer::rejection`](crate::SessionLayer::rejection),
@@ -76,6 +77,10 @@ pub enum Rejection {
     /// [peek budget](crate::SessionLayer::peek_budget); clients should retry after the given
     /// delay.
     Busy(Duration),
+    /// The [session store](crate::store) did not answer while opening a session or restoring
+    /// one this node does not hold (never 404: the session may well exist); carries the
+    /// `Retry-After` delay.
+    StoreUnavailable(Duration),
     /// [`Sessions::shutdown`](crate::Sessions::shutdown) was called; no session opens.
     ShuttingDown,
 }
@@ -123,7 +128,7 @@ impl Rejection {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientSessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::FactoryFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::TooManySessions(_) | Self::Busy(_) | Self::ShuttingDown => {
+            Self::TooManySessions(_) | Self::Busy(_) | Self::StoreUnavailable(_) | Self::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -169,6 +174,7 @@ impl Rejection {
             Self::FactoryFailed => "Internal error: the session could not be created".into(),
             Self::TooManySessions(_) => "Service unavailable: too many sessions".into(),
             Self::Busy(_) => "Service unavailable: too many sessions being opened".into(),
+            Self::StoreUnavailable(_) => "Service unavailable: session store unreachable".into(),
             Self::ShuttingDown => "Service unavailable: shutting down".into(),
         }
     }
@@ -195,7 +201,10 @@ impl Rejection {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::TooManySessions(after) | Self::Busy(after) | Self::ClientSessionLimit(after) => {
+            Self::TooManySessions(after)
+            | Self::Busy(after)
+            | Self::StoreUnavailable(after)
+            | Self::ClientSessionLimit(after) => {
                 headers.insert(header::RETRY_AFTER, after.as_secs().max(1).into());
             }
             _ => {}

@@ -30,6 +30,7 @@ use crate::hooks::CloseReason;
 use crate::id;
 use crate::mcp;
 use crate::open::Opening;
+use crate::restore::Restoring;
 use crate::policy::CloseKind;
 use crate::registry::{DynEntry, Registry};
 use crate::rejection::{InvalidSessionHeader, Rejection};
@@ -178,7 +179,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     IB: Send + 'static,
-    SB: Send + 'static,
+    SB: Body + Send + 'static,
 {
     type Response = Response<ResponseBody<SB, IB>>;
     type Error = S::Error;
@@ -239,29 +240,41 @@ where
             Ok(Some(id)) => id,
         };
         match claim {
+            Some(Ok(())) if self.registry.node().shared => {
+                let Ok(id) = id::SessionId::parse(id) else {
+                    return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
+                };
+                let closing =
+                    crate::restore::close_everywhere(Arc::clone(&self.registry), id, principal);
+                return ResponseFuture::open(Box::pin(async move {
+                    Ok(crate::open::Opened::Rejected(closing.await))
+                }));
+            }
             Some(Ok(())) => return ResponseFuture::ready(self.close(id, owns)),
             Some(Err(rejection)) => return ResponseFuture::ready(reject(config, rejection)),
             None => {}
         }
         let Some(entry) = self.registry.acquire(id, owns) else {
-            return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
+            if !self.registry.node().shared {
+                return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
+            }
+            // Not live here: restore it from the store (boxed, off the hot path).
+            let Ok(id) = id::SessionId::parse(id) else {
+                return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
+            };
+            let restoring = Restoring {
+                inner: self.inner.clone(),
+                factory: self.factory.clone(),
+                registry: Arc::clone(&self.registry),
+            };
+            return ResponseFuture::open(Box::pin(restoring.run(parts, body, principal, id)));
         };
         // From here on the request counts as in flight; dropping the guard undoes that.
         let guard = SessionGuard::new(entry, self.registry.epoch());
         let entry = guard.entry();
-        let service = entry.slot.service().downcast_ref::<F::Service>();
-        let service = match service {
-            Some(service) if !entry.is_closed() => service.clone(),
-            Some(_) => return ResponseFuture::ready(reject(config, Rejection::SessionNotFound)),
-            None => {
-                // A table shared by layer clones wrapping services of different types.
-                tracing::error!(
-                    session = %entry.info.id().redacted(),
-                    "session stored by a layer clone with another per-session service type; \
-                     build every service of one table from the same factory"
-                );
-                return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
-            }
+        let service = match routed_service::<F::Service>(entry) {
+            Ok(service) => service,
+            Err(rejection) => return ResponseFuture::ready(reject(config, rejection)),
         };
         if config.session_extension {
             parts.extensions.insert(Session {
@@ -270,6 +283,24 @@ where
         }
         let req = Request::from_parts(parts, RequestBody::new(body));
         ResponseFuture::session(service, req, guard)
+    }
+}
+
+/// The per-session service of a live entry, or the rejection for a closed one (or one stored
+/// by a layer clone with another service type).
+pub(crate) fn routed_service<T: Clone + 'static>(entry: &DynEntry) -> Result<T, Rejection> {
+    match entry.slot.service().downcast_ref::<T>() {
+        Some(service) if !entry.is_closed() => Ok(service.clone()),
+        Some(_) => Err(Rejection::SessionNotFound),
+        None => {
+            // A table shared by layer clones wrapping services of different types.
+            tracing::error!(
+                session = %entry.info.id().redacted(),
+                "session stored by a layer clone with another per-session service type; \
+                 build every service of one table from the same factory"
+            );
+            Err(Rejection::SessionNotFound)
+        }
     }
 }
 

@@ -3,6 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::bus::BusError;
+use crate::data::{SessionData, Subscription};
 use crate::info::SessionInfo;
 use crate::registry::DynEntry;
 
@@ -36,6 +40,38 @@ impl Session {
     /// eviction, [`Sessions::close`](crate::Sessions::close), shutdown).
     pub fn is_closed(&self) -> bool {
         self.entry.is_closed()
+    }
+
+    /// The session's data map (see [`SessionData`]): in the layer's
+    /// [store](crate::SessionLayer::store), shared by every node, or in this process without
+    /// one.
+    pub fn data(&self) -> SessionData {
+        SessionData {
+            id: self.entry.info.id().clone(),
+            store: Arc::clone(&self.entry.node.store),
+        }
+    }
+
+    /// The messages published to this session from now on, as this node receives them (see
+    /// [`Subscription`]); e.g. what a GET SSE stream sends.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            receiver: self.entry.node.subscribe(self.entry.info.id()),
+        }
+    }
+
+    /// Sends `message` to every [subscription](Self::subscribe) of this session: on every node
+    /// that holds it when the layer has a [bus](crate::SessionLayer::bus), else on this one.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError`] if the bus did not take the message (it is then lost; the outage is
+    /// logged once).
+    pub async fn publish(&self, message: impl Into<Bytes>) -> Result<(), BusError> {
+        self.entry
+            .node
+            .publish(self.entry.info.id(), message.into())
+            .await
     }
 }
 

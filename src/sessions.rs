@@ -3,6 +3,10 @@
 use std::fmt;
 use std::sync::{Arc, Weak};
 
+use bytes::Bytes;
+
+use crate::bus::BusError;
+use crate::data::SessionData;
 use crate::hooks::CloseReason;
 use crate::id::SessionId;
 use crate::info::SessionInfo;
@@ -51,6 +55,26 @@ impl Sessions {
     pub fn state<T: Clone + 'static>(&self, id: &str) -> Option<T> {
         let entry = self.registry.get(id)?;
         entry.slot.state().downcast_ref::<T>().cloned()
+    }
+
+    /// The data map of session `id` (see [`SessionData`]). Operations on a session with no
+    /// record answer [`DataError::SessionGone`](crate::DataError::SessionGone).
+    pub fn data(&self, id: &SessionId) -> SessionData {
+        SessionData {
+            id: id.clone(),
+            store: Arc::clone(&self.registry.node().store),
+        }
+    }
+
+    /// Sends `message` to every [subscription](crate::Session::subscribe) of session `id`:
+    /// on every node that holds it when the layer has a [bus](crate::SessionLayer::bus),
+    /// else on this one (where nothing happens if the session has no subscriber).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError`] if the bus did not take the message.
+    pub async fn publish(&self, id: &SessionId, message: impl Into<Bytes>) -> Result<(), BusError> {
+        self.registry.node().publish(id, message.into()).await
     }
 
     /// The ids of all sessions in the table, in no particular order.

@@ -23,6 +23,7 @@ use crate::registry::{Registry, SHARDS, SWEEP_STEP};
 
 /// Starts the sweeper on the current tokio runtime, once per table.
 pub(crate) fn ensure_started(registry: &Arc<Registry>) {
+    crate::node::ensure_refresher(registry);
     let state = &registry.sweeper;
     if state.started.load(Ordering::Relaxed) || !registry.config.expires() {
         return;

@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: records in this process's memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     map: Mutex<HashMap<SessionId, Slot>>,
+    /// `map.len()`, readable without the lock.
+    len: AtomicUsize,
     /// Private to one table without a store: data-map writes create the session's slot.
     upsert: bool,
 }
@@ -62,6 +65,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 map: Mutex::default(),
+                len: AtomicUsize::new(0),
                 upsert: true,
             }),
         }
@@ -69,7 +73,12 @@ impl MemoryStore {
 
     /// How many sessions have a record or data (expired ones included until purged).
     pub fn len(&self) -> usize {
-        self.map().len()
+        self.inner.len.load(Ordering::Acquire)
+    }
+
+    /// Drops the slot of `id` now (the private store of a table, on close).
+    pub(crate) fn remove(&self, id: &SessionId) {
+        self.map().remove(id);
     }
 
     /// Whether the store holds nothing.
@@ -86,10 +95,13 @@ impl MemoryStore {
         before - map.len()
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Slot>> {
+    fn map(&self) -> MapGuard<'_> {
         // A panic while holding the lock cannot leave a map half-updated (every update is one
         // call on it): the data is still good.
-        self.inner.map.lock().unwrap_or_else(|e| e.into_inner())
+        MapGuard {
+            map: self.inner.map.lock().unwrap_or_else(|e| e.into_inner()),
+            len: &self.inner.len,
+        }
     }
 
     /// Runs `f` on the live slot of `id` (dropping it if expired); with `upsert`, creates it.
@@ -108,6 +120,31 @@ impl MemoryStore {
             return f(Some(slot));
         }
         f(map.get_mut(id))
+    }
+}
+
+/// The map under its lock; publishes its length when let go.
+struct MapGuard<'a> {
+    map: MutexGuard<'a, HashMap<SessionId, Slot>>,
+    len: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for MapGuard<'_> {
+    type Target = HashMap<SessionId, Slot>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for MapGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl Drop for MapGuard<'_> {
+    fn drop(&mut self) {
+        self.len.store(self.map.len(), Ordering::Release);
     }
 }
 
