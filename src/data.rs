@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 use crate::id::SessionId;
-use crate::store::{SessionStore, StoreError};
+use crate::node::Node;
+use crate::store::StoreError;
 
 /// The data map of one session: small JSON values under string keys, kept in the
 /// [store](crate::store) beside the session's record.
@@ -27,7 +28,7 @@ use crate::store::{SessionStore, StoreError};
 #[derive(Clone)]
 pub struct SessionData {
     pub(crate) id: SessionId,
-    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) node: Arc<Node>,
 }
 
 impl fmt::Debug for SessionData {
@@ -95,7 +96,7 @@ impl SessionData {
     ///
     /// [`DataError::Store`] if the store fails, [`DataError::Json`] if the value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DataError> {
-        match self.store.data_get(&self.id, key).await? {
+        match self.node.store.data_get(&self.id, key).await? {
             None => Ok(None),
             Some(json) => Ok(Some(serde_json::from_str(&json)?)),
         }
@@ -113,7 +114,10 @@ impl SessionData {
         value: &T,
     ) -> Result<(), DataError> {
         let json = serde_json::to_string(value)?;
-        if self.store.data_insert(&self.id, key, json).await? {
+        self.live()?;
+        let written = self.node.store.data_insert(&self.id, key, json).await?;
+        self.still_live()?;
+        if written {
             Ok(())
         } else {
             Err(DataError::SessionGone)
@@ -126,7 +130,7 @@ impl SessionData {
     ///
     /// [`DataError::Store`] if the store fails.
     pub async fn remove(&self, key: &str) -> Result<bool, DataError> {
-        Ok(self.store.data_remove(&self.id, key).await?)
+        Ok(self.node.store.data_remove(&self.id, key).await?)
     }
 
     /// Adds `by` to the integer under `key` (absent counts as 0) in one atomic step of the
@@ -137,10 +141,29 @@ impl SessionData {
     /// [`DataError::SessionGone`] if the session has no record, [`DataError::Store`] if the
     /// store fails or the value is not an integer.
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64, DataError> {
-        self.store
-            .data_increment(&self.id, key, by)
-            .await?
-            .ok_or(DataError::SessionGone)
+        self.live()?;
+        let value = self.node.store.data_increment(&self.id, key, by).await?;
+        self.still_live()?;
+        value.ok_or(DataError::SessionGone)
+    }
+
+    /// Without a shared store, a write is for a session live in this table only: the table's
+    /// private store has no records to refuse writes for closed sessions.
+    fn live(&self) -> Result<(), DataError> {
+        if self.node.is_private() && !self.node.is_live(&self.id) {
+            return Err(DataError::SessionGone);
+        }
+        Ok(())
+    }
+
+    /// After a write to the private store: if the session closed meanwhile, its close may have
+    /// run before the write, so the write is undone here (nothing outlives the session).
+    fn still_live(&self) -> Result<(), DataError> {
+        if self.node.is_private() && !self.node.is_live(&self.id) {
+            self.node.forget_private(&self.id);
+            return Err(DataError::SessionGone);
+        }
+        Ok(())
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) struct Node {
     /// Table time (ms) of the last refresh round's start.
     pub(crate) refreshed_at: AtomicU64,
     pub(crate) refresh_started: AtomicBool,
+    registry: Weak<Registry>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,7 +66,10 @@ impl Node {
             }
         };
         let shared = private.is_none();
-        let bus = config.bus.as_ref().map(|bus| connect(&**bus, registry));
+        let bus = config
+            .bus
+            .as_ref()
+            .map(|bus| connect(&**bus, registry.clone()));
         Self {
             store,
             shared,
@@ -79,6 +83,26 @@ impl Node {
             bus_down: AtomicBool::new(false),
             refreshed_at: AtomicU64::new(0),
             refresh_started: AtomicBool::new(false),
+            registry,
+        }
+    }
+
+    /// Whether the store is the table's private one (no shared store configured).
+    pub(crate) fn is_private(&self) -> bool {
+        self.private.is_some()
+    }
+
+    /// Whether `id` is live in this node's table.
+    pub(crate) fn is_live(&self, id: &SessionId) -> bool {
+        self.registry
+            .upgrade()
+            .is_some_and(|registry| registry.get(id.as_str()).is_some())
+    }
+
+    /// Drops the data of `id` from the private store.
+    pub(crate) fn forget_private(&self, id: &SessionId) {
+        if let Some(private) = &self.private {
+            private.remove(id);
         }
     }
 
@@ -172,14 +196,13 @@ impl Node {
             ));
             *forget = Some(sender);
         }
-        if let Some(sender) = forget.as_ref() {
-            if sender.try_send((id.clone(), reason)).is_err() {
+        if let Some(sender) = forget.as_ref()
+            && sender.try_send((id.clone(), reason)).is_err() {
                 tracing::warn!(
                     session = %id.redacted(),
                     "too many closes waiting for the session store: this record is left to its time to live"
                 );
             }
-        }
     }
 
     /// Deletes the record of `id` and tells every node to close it, now (DELETE's path).
@@ -207,13 +230,11 @@ impl Node {
     pub(crate) fn restore_done(&self, id: &SessionId, flight: &Arc<tokio::sync::Mutex<()>>) {
         let mut restoring = lock(&self.restoring);
         // The map's handle and the caller's: nobody else waits.
-        if Arc::strong_count(flight) <= 2 {
-            if let Some(current) = restoring.get(id) {
-                if Arc::ptr_eq(current, flight) {
+        if Arc::strong_count(flight) <= 2
+            && let Some(current) = restoring.get(id)
+                && Arc::ptr_eq(current, flight) {
                     restoring.remove(id);
                 }
-            }
-        }
     }
 
     /// Logs the first failure of the store and the first success after it, once each.
@@ -277,11 +298,10 @@ async fn forget_task(
         if let Err(error) = store.delete(&id).await {
             tracing::debug!(%error, session = %id.redacted(), "could not delete a session record; it expires by its time to live");
         }
-        if let Some(bus) = &bus {
-            if let Err(error) = bus.publish(&id, BusEvent::Closed(reason)).await {
+        if let Some(bus) = &bus
+            && let Err(error) = bus.publish(&id, BusEvent::Closed(reason)).await {
                 tracing::debug!(%error, session = %id.redacted(), "could not tell the other nodes of a close");
             }
-        }
     }
 }
 

@@ -48,7 +48,7 @@ impl Session {
     pub fn data(&self) -> SessionData {
         SessionData {
             id: self.entry.info.id().clone(),
-            store: Arc::clone(&self.entry.node.store),
+            node: Arc::clone(&self.entry.node),
         }
     }
 

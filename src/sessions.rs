@@ -62,7 +62,7 @@ impl Sessions {
     pub fn data(&self, id: &SessionId) -> SessionData {
         SessionData {
             id: id.clone(),
-            store: Arc::clone(&self.registry.node().store),
+            node: Arc::clone(self.registry.node()),
         }
     }
 
@@ -110,7 +110,9 @@ impl Sessions {
     }
 
     /// Closes every session with [`CloseReason::Shutdown`], stops the sweeper and refuses new
-    /// sessions from now on (503 Service Unavailable). Requests that carry an id get 404.
+    /// sessions from now on (503 Service Unavailable). Requests that carry an id get 404, or,
+    /// with a [store](crate::SessionLayer::store), 503: the session lives on in the store and
+    /// another node can serve it (a load balancer retries there; records are kept).
     /// Returns how many sessions were closed. Call it on graceful shutdown: it ends the open
     /// response streams, so that connections can finish.
     pub fn shutdown(&self) -> usize {

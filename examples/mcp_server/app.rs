@@ -49,7 +49,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -62,14 +62,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, post};
 use futures_util::stream;
 use serde_json::{Map, Value, json};
-use tokio::sync::broadcast;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
-use tower_mcp_session::{ClientKey, SessionInfo, SessionLayer, Sessions};
+use tower_mcp_session::store::RedisStore;
+use tower_mcp_session::{ClientKey, DataError, Session as LayerSession, SessionInfo, SessionLayer, Sessions};
 
 /// Protocol versions this server speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -98,9 +99,6 @@ const LEVELS: [&str; 8] = [
 /// Index of `info` in [`LEVELS`]: the level of the `increment` log entries and the default
 /// minimum level of a session.
 const INFO: u8 = 1;
-/// Messages buffered per session for slow GET streams; a stream that falls further behind
-/// skips the oldest ones.
-const STREAM_BUFFER: usize = 64;
 
 /// Settings of [`build`].
 #[derive(Clone, Debug)]
@@ -128,15 +126,20 @@ pub struct Config {
     /// Most bytes of an opening request's body the layer reads to find `initialize`; more
     /// gets 413. Default: 64 KiB (an `initialize` is well under 1 KiB).
     pub peek_limit: usize,
-    /// Most time the layer waits for an opening request's body. Not wired yet (layer 0.2).
+    /// Most time the layer waits for an opening request's body (then 408). Default: the
+    /// layer's, 10 s.
     pub peek_timeout: Option<Duration>,
     /// Most bytes the layer holds in opening-request bodies across all requests at once.
-    /// Not wired yet (layer 0.2).
+    /// Default: the layer's, 16 MiB.
     pub peek_budget: Option<usize>,
-    /// Most live sessions per client (keyed on the peer IP address). Not wired yet (layer 0.2).
+    /// Most live sessions per client (keyed on the peer IP address); past it 429. Default:
+    /// no limit.
     pub max_sessions_per_client: Option<usize>,
-    /// A session is closed this long after it opened, however busy. Not wired yet (layer 0.2).
+    /// A session is closed this long after it opened, however busy. Default: no limit.
     pub max_lifetime: Option<Duration>,
+    /// Session records, data and messages in Redis, shared with the other servers of the
+    /// deployment. Default: none (everything in this process).
+    pub redis: Option<(RedisStore, RedisBus)>,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Default for Config {
             peek_budget: None,
             max_sessions_per_client: None,
             max_lifetime: None,
+            redis: None,
         }
     }
 }
@@ -209,6 +213,9 @@ pub fn build(config: Config) -> App {
     }
     if let Some(lifetime) = config.max_lifetime {
         layer = layer.max_lifetime(lifetime);
+    }
+    if let Some((store, bus)) = config.redis {
+        layer = layer.store(store).bus(bus);
     }
     let layer = layer.on_close(
         |info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"),
@@ -277,37 +284,52 @@ fn cors(origins: &[String]) -> CorsLayer {
 // One session's MCP server
 // ---------------------------------------------------------------------------------------
 
-/// The state of one session, shared by every request routed to it.
+/// The state of one session on this node, shared by every request routed to it here.
+///
+/// What must survive a restart and be the same on every node (the counter, the log level)
+/// lives in the session's data map ([`SessionData`](tower_mcp_session::SessionData)): in
+/// Redis with `--redis-url`, else in this process. Notifications go through
+/// [`Session::publish`](LayerSession::publish), so a `tools/call` answered by one node reaches
+/// the GET stream a client holds on another.
 pub struct Session {
     info: SessionInfo,
-    counter: AtomicU64,
-    /// Index into [`LEVELS`] of the least severe log entry sent.
-    log_level: AtomicU8,
-    /// Set by the first `initialize` (the one that opened the session).
+    /// Set by the first `initialize` (the one that opened the session, or its replay when
+    /// another node's session is restored here).
     initialized: AtomicBool,
-    /// Server-to-client messages for the session's GET streams.
-    events: broadcast::Sender<String>,
+}
+
+/// Data-map key of the session's counter.
+const COUNTER: &str = "counter";
+/// Data-map key of the session's minimum log level (an index into [`LEVELS`]).
+const LOG_LEVEL: &str = "logLevel";
+
+/// A JSON-RPC internal error for a failed data-map operation.
+fn data_error(error: DataError) -> (StatusCode, Value) {
+    tracing::warn!(%error, "session data unavailable");
+    rpc_error(-32603, format!("Internal error: {error}"))
 }
 
 impl Session {
     fn new(info: SessionInfo) -> Arc<Self> {
         Arc::new(Self {
             info,
-            counter: AtomicU64::new(0),
-            log_level: AtomicU8::new(INFO),
             initialized: AtomicBool::new(false),
-            events: broadcast::channel(STREAM_BUFFER).0,
         })
     }
 
     /// Answers one JSON-RPC request: `Ok(result)` or `Err((status, error))`.
-    fn handle(&self, method: &str, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
+    async fn handle(
+        &self,
+        layer: &LayerSession,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Result<Value, (StatusCode, Value)> {
         match method {
             "initialize" => self.initialize(params),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({ "tools": tools() })),
-            "tools/call" => self.call_tool(params),
-            "logging/setLevel" => self.set_level(params),
+            "tools/call" => self.call_tool(layer, params).await,
+            "logging/setLevel" => set_level(layer, params).await,
             _ => Err(rpc_error(-32601, format!("Method not found: {method}"))),
         }
     }
@@ -351,7 +373,11 @@ impl Session {
         }))
     }
 
-    fn call_tool(&self, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
+    async fn call_tool(
+        &self,
+        layer: &LayerSession,
+        params: Option<&Value>,
+    ) -> Result<Value, (StatusCode, Value)> {
         let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
             return Err(rpc_error(
                 -32602,
@@ -360,12 +386,19 @@ impl Session {
         };
         let text = match name {
             "increment" => {
-                let value = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
-                self.log(
+                // One atomic step in the store: increments through two nodes lose no count.
+                let value = layer
+                    .data()
+                    .increment(COUNTER, 1)
+                    .await
+                    .map_err(data_error)?;
+                log(
+                    layer,
                     INFO,
                     "increment",
                     json!({ "sessionId": self.info.id().as_str(), "counter": value }),
-                );
+                )
+                .await;
                 value.to_string()
             }
             "test_simple_text" => SIMPLE_TEXT.to_owned(),
@@ -373,33 +406,48 @@ impl Session {
         };
         Ok(json!({ "content": [{ "type": "text", "text": text }], "isError": false }))
     }
+}
 
-    fn set_level(&self, params: Option<&Value>) -> Result<Value, (StatusCode, Value)> {
-        let level = params.and_then(|p| p.get("level")).and_then(Value::as_str);
-        let Some(index) = level.and_then(|l| LEVELS.iter().position(|known| *known == l)) else {
-            let message = format!(
-                "Invalid params: `level` must be one of {}",
-                LEVELS.join(", ")
-            );
-            return Err(rpc_error(-32602, message));
-        };
-        self.log_level.store(index as u8, Ordering::Relaxed);
-        Ok(json!({}))
-    }
+async fn set_level(
+    layer: &LayerSession,
+    params: Option<&Value>,
+) -> Result<Value, (StatusCode, Value)> {
+    let level = params.and_then(|p| p.get("level")).and_then(Value::as_str);
+    let Some(index) = level.and_then(|l| LEVELS.iter().position(|known| *known == l)) else {
+        let message = format!(
+            "Invalid params: `level` must be one of {}",
+            LEVELS.join(", ")
+        );
+        return Err(rpc_error(-32602, message));
+    };
+    layer
+        .data()
+        .insert(LOG_LEVEL, &index)
+        .await
+        .map_err(data_error)?;
+    Ok(json!({}))
+}
 
-    /// Sends a `notifications/message` log entry to the session's open GET streams, if its
-    /// level is at or above the session's minimum level.
-    fn log(&self, level: u8, logger: &str, data: Value) {
-        if level < self.log_level.load(Ordering::Relaxed) || self.events.receiver_count() == 0 {
-            return;
+/// Publishes a `notifications/message` log entry to the session's GET streams (on every
+/// node), if its level is at or above the session's minimum level.
+async fn log(layer: &LayerSession, level: u8, logger: &str, data: Value) {
+    let minimum = match layer.data().get::<u8>(LOG_LEVEL).await {
+        Ok(minimum) => minimum.unwrap_or(INFO),
+        Err(error) => {
+            tracing::warn!(%error, "session log level unavailable; using info");
+            INFO
         }
-        let message = json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/message",
-            "params": { "level": LEVELS[usize::from(level)], "logger": logger, "data": data },
-        });
-        // Fails only if every stream closed in between: nobody to tell.
-        let _ = self.events.send(message.to_string());
+    };
+    if level < minimum {
+        return;
+    }
+    let message = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/message",
+        "params": { "level": LEVELS[usize::from(level)], "logger": logger, "data": data },
+    });
+    if let Err(error) = layer.publish(message.to_string()).await {
+        tracing::warn!(%error, "log notification not sent");
     }
 }
 
@@ -428,6 +476,7 @@ fn session_server(session: Arc<Session>) -> MethodRouter {
 
 async fn post_message(
     State(session): State<Arc<Session>>,
+    layer: LayerSession,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -463,7 +512,9 @@ async fn post_message(
         .get("id")
         .filter(|id| id.is_string() || id.is_number());
     match (method, id) {
-        (Some(method), Some(id)) => request(&session, &headers, format, method, id, &message),
+        (Some(method), Some(id)) => {
+            request(&session, &layer, &headers, format, method, id, &message).await
+        }
         // `initialize` must be a request: a 2xx here would make the layer store a session
         // that never got an InitializeResult.
         (Some(method), None) if !message.contains_key("id") && method != "initialize" => {
@@ -480,8 +531,9 @@ async fn post_message(
     }
 }
 
-fn request(
+async fn request(
     session: &Session,
+    layer: &LayerSession,
     headers: &HeaderMap,
     format: Format,
     method: &str,
@@ -493,7 +545,7 @@ fn request(
     {
         return response;
     }
-    let (status, body) = match session.handle(method, message.get("params")) {
+    let (status, body) = match session.handle(layer, method, message.get("params")).await {
         Ok(result) => (
             StatusCode::OK,
             json!({ "jsonrpc": "2.0", "id": id, "result": result }),
@@ -513,7 +565,11 @@ fn request(
     }
 }
 
-async fn open_stream(State(session): State<Arc<Session>>, headers: HeaderMap) -> Response {
+async fn open_stream(
+    State(session): State<Arc<Session>>,
+    layer: LayerSession,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check_protocol_version(&headers) {
         return response;
     }
@@ -521,22 +577,15 @@ async fn open_stream(State(session): State<Arc<Session>>, headers: HeaderMap) ->
         let message = "Not Acceptable: Accept must allow text/event-stream";
         return http_error(StatusCode::NOT_ACCEPTABLE, -32000, message);
     }
-    let receiver = session.events.subscribe();
+    // Messages published to the session on any node (with a bus), from now on.
+    let subscription = layer.subscribe();
     tracing::debug!(session_id = %session.info.id(), "GET stream opened");
-    let events = stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(message) => {
-                    let event = Event::default().event("message").data(message);
-                    return Some((Ok::<_, Infallible>(event), receiver));
-                }
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::warn!(skipped, "a slow GET stream skipped messages");
-                }
-                // The session's server was dropped; the layer ends the body before that.
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+    let events = stream::unfold(subscription, |mut subscription| async move {
+        // `None` once the session closes on this node; the layer ends the body then too.
+        let message = subscription.recv().await?;
+        let text = String::from_utf8_lossy(&message).into_owned();
+        let event = Event::default().event("message").data(text);
+        Some((Ok::<_, Infallible>(event), subscription))
     });
     Sse::new(events)
         .keep_alive(KeepAlive::default())

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
+use tower_mcp_session::bus::RedisBus;
+use tower_mcp_session::store::RedisStore;
 use tracing_subscriber::EnvFilter;
 
 const ABOUT: &str = "Example MCP Streamable HTTP server (MCP 2025-11-25) built on \
@@ -117,6 +119,16 @@ struct Args {
     #[arg(long, env = "MCP_MAX_LIFETIME_SECS")]
     max_lifetime_secs: Option<u64>,
 
+    // --- several servers ---
+    /// Redis URL (`redis://127.0.0.1:6379`): keep session records and data in Redis and join
+    /// the other servers with the same URL and prefix through its pub/sub, so sessions
+    /// survive restarts and work on every server. Without it everything stays in memory.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of every Redis key and channel of this deployment.
+    #[arg(long, env = "MCP_REDIS_PREFIX", default_value = "mcp:")]
+    redis_prefix: String,
+
     // --- memory ---
     /// After many sessions have closed (expiry sweeps, evictions), hand the freed heap back
     /// to the OS with glibc's malloc_trim (Linux/glibc only; see BENCHMARKS.md).
@@ -134,6 +146,21 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     let secs = |s: u64| Duration::from_secs(s.max(1));
+    let redis = match &args.redis_url {
+        None => None,
+        Some(url) => {
+            let store = RedisStore::open(url, args.redis_prefix.clone());
+            let bus = RedisBus::open(url, args.redis_prefix.clone());
+            match (store, bus) {
+                (Ok(store), Ok(bus)) => {
+                    tracing::info!(prefix = %args.redis_prefix, "sessions kept in Redis");
+                    Some((store, bus))
+                }
+                (Err(error), _) => return Err(std::io::Error::other(error)),
+                (_, Err(error)) => return Err(std::io::Error::other(error)),
+            }
+        }
+    };
 
     let app::App { router, sessions } = app::build(app::Config {
         idle_timeout: secs(args.idle_timeout_secs),
@@ -148,6 +175,7 @@ async fn main() -> std::io::Result<()> {
         peek_budget: args.peek_budget_bytes,
         max_sessions_per_client: args.max_sessions_per_client,
         max_lifetime: args.max_lifetime_secs.map(secs),
+        redis,
     });
     let config = server::ServerConfig {
         header_read_timeout: secs(args.header_read_timeout_secs),

@@ -104,14 +104,20 @@ impl MemoryStore {
         }
     }
 
-    /// Runs `f` on the live slot of `id` (dropping it if expired); with `upsert`, creates it.
-    fn with_slot<T>(&self, id: &SessionId, f: impl FnOnce(Option<&mut Slot>) -> T) -> T {
+    /// Runs `f` on the live slot of `id` (dropping it if expired); a `write` to the private
+    /// store of a table creates it.
+    fn with_slot<T>(
+        &self,
+        id: &SessionId,
+        write: bool,
+        f: impl FnOnce(Option<&mut Slot>) -> T,
+    ) -> T {
         let now = Instant::now();
         let mut map = self.map();
         if map.get(id).is_some_and(|slot| !slot.live(now)) {
             map.remove(id);
         }
-        if self.inner.upsert {
+        if write && self.inner.upsert {
             let slot = map.entry(id.clone()).or_insert_with(|| Slot {
                 record: None,
                 data: HashMap::new(),
@@ -164,7 +170,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
-        let record = self.with_slot(id, |slot| slot.and_then(|slot| slot.record.clone()));
+        let record = self.with_slot(id, false, |slot| slot.and_then(|slot| slot.record.clone()));
         ready(Ok(record))
     }
 
@@ -186,7 +192,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
-        let value = self.with_slot(id, |slot| slot.and_then(|slot| slot.data.get(key).cloned()));
+        let value = self.with_slot(id, false, |slot| slot.and_then(|slot| slot.data.get(key).cloned()));
         ready(Ok(value))
     }
 
@@ -196,7 +202,7 @@ impl SessionStore for MemoryStore {
         key: &'a str,
         json: String,
     ) -> StoreFuture<'a, bool> {
-        let written = self.with_slot(id, |slot| {
+        let written = self.with_slot(id, true, |slot| {
             slot.map(|slot| slot.data.insert(key.to_owned(), json))
                 .is_some()
         });
@@ -205,7 +211,9 @@ impl SessionStore for MemoryStore {
 
     fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool> {
         let removed =
-            self.with_slot(id, |slot| slot.is_some_and(|slot| slot.data.remove(key).is_some()));
+            self.with_slot(id, false, |slot| {
+            slot.is_some_and(|slot| slot.data.remove(key).is_some())
+        });
         ready(Ok(removed))
     }
 
@@ -215,7 +223,7 @@ impl SessionStore for MemoryStore {
         key: &'a str,
         by: i64,
     ) -> StoreFuture<'a, Option<i64>> {
-        let result = self.with_slot(id, |slot| {
+        let result = self.with_slot(id, true, |slot| {
             let Some(slot) = slot else {
                 return Ok(None);
             };

@@ -1,0 +1,1075 @@
+//! Sessions that span nodes: two or more layers built with one `MemoryStore` and one
+//! `MemoryBus` are the nodes of one deployment. A session opened on one node is restored on
+//! another (replaying its opening request), shares its data map and its messages across them,
+//! and closes for good everywhere (DELETE, eviction) or only on one node (idle expiry,
+//! shutdown); the store unreachable is 503, never 404; the request path of a session live on
+//! a node makes no store call; and without a store the data map and publish/subscribe work
+//! within one node.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::{Layer, Service};
+use tower_mcp_session::bus::MemoryBus;
+use tower_mcp_session::store::{MemoryStore, SessionRecord, SessionStore, StoreError, StoreFuture};
+use tower_mcp_session::{
+    CloseReason, DataError, Session, SessionFactory, SessionId, SessionInfo, SessionLayer,
+    SessionService, Sessions, Subscription,
+};
+
+use common::*;
+
+/// Request header telling [`NodeService`] what to do with the session (see its docs).
+const OP: HeaderName = HeaderName::from_static("x-op");
+/// `MCP-Protocol-Version`, one of the headers kept for replay by default.
+const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// The 503 body when the store does not answer.
+const STORE_DOWN_BODY: &str = r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Service unavailable: session store unreachable"},"id":null}"#;
+
+// ---------------------------------------------------------------------------------------------
+// A store that counts its calls and can be switched off.
+// ---------------------------------------------------------------------------------------------
+
+/// How many times each kind of store operation was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct CallCount {
+    create: usize,
+    load: usize,
+    touch: usize,
+    delete: usize,
+    data: usize,
+}
+
+#[derive(Default)]
+struct Calls {
+    create: AtomicUsize,
+    load: AtomicUsize,
+    touch: AtomicUsize,
+    delete: AtomicUsize,
+    data: AtomicUsize,
+    /// The number of ids in each `touch` batch.
+    touch_batches: Mutex<Vec<usize>>,
+}
+
+/// A [`MemoryStore`] that counts every call made through it and, while switched down, fails
+/// every call with `StoreError::new("down")` (switched down from the start, it is a store whose
+/// methods all fail). The tests read the records through [`inner`](Self::inner), which does
+/// not count.
+#[derive(Clone, Default)]
+struct TestStore {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+    calls: Arc<Calls>,
+}
+
+impl TestStore {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn calls(&self) -> CallCount {
+        let c = &self.calls;
+        CallCount {
+            create: c.create.load(Ordering::SeqCst),
+            load: c.load.load(Ordering::SeqCst),
+            touch: c.touch.load(Ordering::SeqCst),
+            delete: c.delete.load(Ordering::SeqCst),
+            data: c.data.load(Ordering::SeqCst),
+        }
+    }
+
+    fn touch_batches(&self) -> Vec<usize> {
+        self.calls.touch_batches.lock().unwrap().clone()
+    }
+
+    /// The record of `id`, read without counting.
+    async fn record(&self, id: &str) -> Option<SessionRecord> {
+        let id = SessionId::parse(id).unwrap();
+        self.inner.load(&id).await.unwrap()
+    }
+
+    /// Counts a call; `Err` while the store is down.
+    fn count(&self, counter: &AtomicUsize) -> Result<(), StoreError> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::new("down"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn failed<'a, T: Send + 'a>(error: StoreError) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Err(error)))
+}
+
+impl SessionStore for TestStore {
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()> {
+        match self.count(&self.calls.create) {
+            Ok(()) => self.inner.create(record, ttl),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
+        match self.count(&self.calls.load) {
+            Ok(()) => self.inner.load(id),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()> {
+        self.calls.touch_batches.lock().unwrap().push(ids.len());
+        match self.count(&self.calls.touch) {
+            Ok(()) => self.inner.touch(ids, ttl),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
+        match self.count(&self.calls.delete) {
+            Ok(()) => self.inner.delete(id),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        match self.count(&self.calls.data) {
+            Ok(()) => self.inner.data_get(id, key),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn data_insert<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        json: String,
+    ) -> StoreFuture<'a, bool> {
+        match self.count(&self.calls.data) {
+            Ok(()) => self.inner.data_insert(id, key, json),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool> {
+        match self.count(&self.calls.data) {
+            Ok(()) => self.inner.data_remove(id, key),
+            Err(error) => failed(error),
+        }
+    }
+
+    fn data_increment<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        by: i64,
+    ) -> StoreFuture<'a, Option<i64>> {
+        match self.count(&self.calls.data) {
+            Ok(()) => self.inner.data_increment(id, key, by),
+            Err(error) => failed(error),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A per-session service that records what reaches it, per node.
+// ---------------------------------------------------------------------------------------------
+
+/// One request as a node's per-session service saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    session: String,
+    method: Method,
+    headers: HeaderMap,
+    body: String,
+}
+
+struct ProbeState {
+    name: &'static str,
+    /// The info of every factory call, in order.
+    made: Mutex<Vec<SessionInfo>>,
+    seen: Mutex<Vec<Seen>>,
+    /// Subscriptions taken by `x-op: subscribe` requests, by session id.
+    subscriptions: Mutex<HashMap<String, Subscription>>,
+    /// How long the factory waits before it returns (paused-clock tests).
+    factory_delay_ms: AtomicU64,
+}
+
+/// What one node's factory and per-session services did.
+#[derive(Clone)]
+struct Probe(Arc<ProbeState>);
+
+impl Probe {
+    fn new(name: &'static str) -> Self {
+        Self(Arc::new(ProbeState {
+            name,
+            made: Mutex::default(),
+            seen: Mutex::default(),
+            subscriptions: Mutex::default(),
+            factory_delay_ms: AtomicU64::new(0),
+        }))
+    }
+
+    fn made(&self) -> Vec<SessionInfo> {
+        self.0.made.lock().unwrap().clone()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.0.seen.lock().unwrap().clone()
+    }
+
+    /// The subscription a `subscribe` request of session `id` took on this node.
+    fn subscription(&self, id: &str) -> Subscription {
+        self.0
+            .subscriptions
+            .lock()
+            .unwrap()
+            .remove(id)
+            .expect("a subscribe request ran for this session on this node")
+    }
+
+    fn set_factory_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.0.factory_delay_ms.store(ms, Ordering::SeqCst);
+    }
+}
+
+/// The per-session service of the nodes. Records every request in its [`Probe`], then acts on
+/// its session (the [`Session`] request extension) as [`OP`] says:
+///
+/// * none: answers `{"node": .., "session": <its own id>, "body": <the request body>}`;
+/// * `increment`: `data().increment("counter", 1)`, answers the new value;
+/// * `insert`: `data().insert("note", <the body as a string>)`, answers `ok`;
+/// * `get`: `data().get::<String>("note")`, answers it as JSON (`null` if absent);
+/// * `subscribe`: `subscribe()`, kept in the probe for the test, answers `subscribed`;
+/// * `publish`: `publish(<the body>)`, answers `published`.
+///
+/// A failed data or bus operation answers 500 with the error.
+#[derive(Clone)]
+struct NodeService {
+    probe: Probe,
+    info: SessionInfo,
+}
+
+impl Service<Request<Body>> for NodeService {
+    type Response = Response<ResBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let probe = self.probe.clone();
+        let info = self.info.clone();
+        Box::pin(async move {
+            let session = req.extensions().get::<Session>().cloned();
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            probe.0.seen.lock().unwrap().push(Seen {
+                session: info.id().to_string(),
+                method: parts.method.clone(),
+                headers: parts.headers.clone(),
+                body: text.clone(),
+            });
+            let Some(session) = session else {
+                return Ok(reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no Session extension",
+                ));
+            };
+            assert_eq!(
+                session.info(),
+                &info,
+                "the extension names this service's session"
+            );
+            let op = parts
+                .headers
+                .get(OP)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let answer = match op.as_deref() {
+                None => Ok(json!({
+                    "node": probe.0.name,
+                    "session": info.id().as_str(),
+                    "body": text,
+                })
+                .to_string()),
+                Some("increment") => session
+                    .data()
+                    .increment("counter", 1)
+                    .await
+                    .map(|n| n.to_string())
+                    .map_err(|e| e.to_string()),
+                Some("insert") => session
+                    .data()
+                    .insert("note", &text)
+                    .await
+                    .map(|()| "ok".to_owned())
+                    .map_err(|e| e.to_string()),
+                Some("get") => session
+                    .data()
+                    .get::<String>("note")
+                    .await
+                    .map(|note| json!(note).to_string())
+                    .map_err(|e| e.to_string()),
+                Some("subscribe") => {
+                    let subscription = session.subscribe();
+                    probe
+                        .0
+                        .subscriptions
+                        .lock()
+                        .unwrap()
+                        .insert(info.id().to_string(), subscription);
+                    Ok("subscribed".to_owned())
+                }
+                Some("publish") => session
+                    .publish(body)
+                    .await
+                    .map(|()| "published".to_owned())
+                    .map_err(|e| e.to_string()),
+                Some(other) => Err(format!("unknown op {other}")),
+            };
+            Ok(match answer {
+                Ok(text) => reply(StatusCode::OK, text),
+                Err(error) => reply(StatusCode::INTERNAL_SERVER_ERROR, error),
+            })
+        })
+    }
+}
+
+fn reply(status: StatusCode, text: impl Into<String>) -> Response<ResBody> {
+    let mut resp = Response::new(full(text.into()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Builds a [`NodeService`] per session, recording each call in the node's [`Probe`].
+#[derive(Clone)]
+struct NodeFactory {
+    probe: Probe,
+}
+
+type FactoryFuture = Pin<Box<dyn Future<Output = Result<(NodeService, ()), Infallible>> + Send>>;
+
+impl<S> SessionFactory<S> for NodeFactory {
+    type Service = NodeService;
+    type State = ();
+    type Error = Infallible;
+    type Future = FactoryFuture;
+
+    fn make_session(&self, info: SessionInfo, _inner: S) -> FactoryFuture {
+        let probe = self.probe.clone();
+        Box::pin(async move {
+            probe.0.made.lock().unwrap().push(info.clone());
+            let delay = probe.0.factory_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            Ok((NodeService { probe, info }, ()))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes.
+// ---------------------------------------------------------------------------------------------
+
+type App = SessionService<Inner, NodeFactory>;
+
+/// One node: what its factory and services saw, its close hook's record, its table and its
+/// service.
+struct Node {
+    probe: Probe,
+    closed: Closed,
+    sessions: Sessions,
+    app: App,
+}
+
+impl Node {
+    /// `make(SessionLayer::mcp(factory))`, then `on_close` recorded in `closed`.
+    fn build(
+        name: &'static str,
+        make: impl FnOnce(SessionLayer<NodeFactory>) -> SessionLayer<NodeFactory>,
+    ) -> Self {
+        let probe = Probe::new(name);
+        let closed = Closed::default();
+        let layer = make(SessionLayer::mcp(NodeFactory {
+            probe: probe.clone(),
+        }))
+        .on_close(closed.hook());
+        let sessions = layer.sessions();
+        let app = layer.layer(Inner);
+        Self {
+            probe,
+            closed,
+            sessions,
+            app,
+        }
+    }
+}
+
+/// The store and bus the nodes of one deployment share.
+#[derive(Clone, Default)]
+struct Deployment {
+    store: TestStore,
+    bus: MemoryBus,
+}
+
+impl Deployment {
+    /// A node on this deployment's store and bus, further configured by `configure`.
+    fn node(
+        &self,
+        name: &'static str,
+        configure: impl FnOnce(SessionLayer<NodeFactory>) -> SessionLayer<NodeFactory>,
+    ) -> Node {
+        let (store, bus) = (self.store.clone(), self.bus.clone());
+        Node::build(name, |layer| configure(layer.store(store).bus(bus)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests.
+// ---------------------------------------------------------------------------------------------
+
+/// POST to session `id` asking the service for `op` (see [`NodeService`]), with `body`.
+fn op(id: &str, op: &str, body: &str) -> Request<ReqBody> {
+    let mut req = post_with(id, body.to_owned());
+    req.headers_mut()
+        .insert(OP, HeaderValue::from_str(op).unwrap());
+    req
+}
+
+/// Sends `req` and returns the status and the whole body.
+async fn answer(app: &App, req: Request<ReqBody>) -> (StatusCode, String) {
+    let resp = send(app, req).await;
+    let status = resp.status();
+    (status, body_string(resp).await)
+}
+
+/// Sends `req`, expects 200 and returns the body.
+async fn ok(app: &App, req: Request<ReqBody>) -> String {
+    let (status, body) = answer(app, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Lets spawned tasks (refresher, sweeper, the forgetting task) run: a bounded number of
+/// yields, no time passes.
+async fn run_tasks() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The next message of a subscription (bounded, so that a bug fails instead of hanging).
+async fn next_message(subscription: &mut Subscription) -> Option<Bytes> {
+    tokio::time::timeout(WAIT, subscription.recv())
+        .await
+        .expect("a message or the end of the subscription in time")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_session_opened_on_one_node_is_restored_on_another_by_replaying_its_opening() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l.principal(user_of));
+    let b = deployment.node("B", |l| l.principal(user_of));
+
+    let mut opening = as_user("alice", initialize());
+    opening
+        .headers_mut()
+        .insert(PROTOCOL_VERSION, HeaderValue::from_static("2025-11-25"));
+    let resp = send(&a.app, opening).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = session_id_of(&resp).expect("the opening answer carries the id");
+    body_string(resp).await;
+    let on_a = a.probe.made();
+    assert_eq!(on_a.len(), 1);
+    assert!(b.probe.made().is_empty());
+
+    let client_body = rpc_body(2, "tools/list");
+    let resp = send(
+        &b.app,
+        as_user("alice", post_with(&id, client_body.clone())),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get(SESSION_HEADER).is_none());
+    // The client gets the answer to its own request, not to the replayed ones.
+    assert_eq!(
+        serde_json::from_str::<Value>(&body_string(resp).await).unwrap(),
+        json!({"node": "B", "session": id, "body": client_body})
+    );
+
+    // The factory ran once on B, with A's id, principal and creation time.
+    let on_b = b.probe.made();
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(on_b[0], on_a[0]);
+    assert_eq!(on_b[0].id().as_str(), id);
+    assert_eq!(on_b[0].principal().map(|p| p.as_str()), Some("alice"));
+    assert_eq!(on_b[0].created_at(), on_a[0].created_at());
+
+    // B's service saw the replayed initialize, then notifications/initialized with the id,
+    // then the client's request.
+    let seen = b.probe.seen();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.session == id && s.method == Method::POST)
+    );
+    assert_eq!(seen[0].body, initialize_body(1));
+    assert!(seen[0].headers.get(SESSION_HEADER).is_none());
+    assert_eq!(
+        seen[0].headers[http::header::CONTENT_TYPE],
+        "application/json"
+    );
+    assert_eq!(
+        seen[0].headers[http::header::ACCEPT],
+        "application/json, text/event-stream"
+    );
+    assert_eq!(seen[0].headers[PROTOCOL_VERSION], "2025-11-25");
+    assert!(
+        seen[0].headers.get(USER).is_none(),
+        "headers not named by replay_headers are not kept"
+    );
+    let initialized: Value = serde_json::from_str(&seen[1].body).unwrap();
+    assert_eq!(initialized["jsonrpc"], "2.0");
+    assert_eq!(initialized["method"], "notifications/initialized");
+    assert!(initialized.get("id").is_none(), "a notification has no id");
+    assert_eq!(seen[1].headers[SESSION_HEADER], id.as_str());
+    assert_eq!(seen[2].body, client_body);
+    assert_eq!(seen[2].headers[SESSION_HEADER], id.as_str());
+
+    // Now live on B: the next request is routed without another restore.
+    ok(&b.app, as_user("alice", post(&id))).await;
+    assert_eq!(b.probe.made().len(), 1);
+    assert_eq!(b.probe.seen().len(), 4);
+    assert!(b.sessions.contains(&id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_data_map_is_shared_by_the_nodes_and_increments_lose_no_count() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+
+    let id = open(&a.app).await;
+    let mut values = Vec::new();
+    for app in [&a.app, &b.app, &a.app, &b.app] {
+        values.push(ok(app, op(&id, "increment", "")).await);
+    }
+    assert_eq!(values, ["1", "2", "3", "4"]);
+    // A value inserted through one node is what the other reads.
+    assert_eq!(ok(&a.app, op(&id, "insert", "from A")).await, "ok");
+    assert_eq!(ok(&b.app, op(&id, "get", "")).await, r#""from A""#);
+
+    // 50 tasks on each node increment one counter at once.
+    let id = open(&a.app).await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let app = if i % 2 == 0 {
+            a.app.clone()
+        } else {
+            b.app.clone()
+        };
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            ok(&app, op(&id, "increment", "")).await
+        }));
+    }
+    let mut values = Vec::new();
+    for task in tasks {
+        values.push(task.await.unwrap().parse::<i64>().unwrap());
+    }
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (1..=100).collect::<Vec<_>>(),
+        "each increment saw its own count"
+    );
+    let sid = SessionId::parse(&id).unwrap();
+    assert_eq!(
+        a.sessions.data(&sid).get::<i64>("counter").await.unwrap(),
+        Some(100)
+    );
+    assert_eq!(
+        b.sessions.data(&sid).get::<i64>("counter").await.unwrap(),
+        Some(100)
+    );
+    assert_eq!(b.probe.made().len(), 2, "B restored each session once");
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_404_on_a_node_that_does_not_hold_it_and_creates_nothing() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+    open(&a.app).await;
+    let (records, calls) = (deployment.store.inner.len(), deployment.store.calls());
+
+    for unknown in ["3f1c2b4a-0000-4000-8000-000000000000", "never-issued"] {
+        assert_not_found(send(&b.app, post(unknown)).await).await;
+        assert_not_found(send(&b.app, get(unknown)).await).await;
+    }
+
+    assert_eq!(deployment.store.inner.len(), records);
+    let after = deployment.store.calls();
+    assert_eq!(after.create, calls.create, "nothing was created");
+    assert_eq!(after.data, calls.data);
+    assert!(
+        b.probe.made().is_empty(),
+        "no factory call for an unknown id"
+    );
+    assert!(b.sessions.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_bound_to_a_principal_is_restored_only_for_that_principal() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l.principal(user_of));
+    let b = deployment.node("B", |l| l.principal(user_of));
+
+    let resp = send(&a.app, as_user("alice", initialize())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = session_id_of(&resp).unwrap();
+    body_string(resp).await;
+
+    // Another principal, or none: 404 as for an unknown id, and nothing is built on B.
+    assert_not_found(send(&b.app, as_user("bob", post(&id))).await).await;
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    assert!(b.probe.made().is_empty());
+    assert!(b.sessions.is_empty());
+
+    ok(&b.app, as_user("alice", post(&id))).await;
+    assert_eq!(b.probe.made().len(), 1);
+    // Live on B now: still only alice's.
+    assert_not_found(send(&b.app, as_user("bob", post(&id))).await).await;
+    assert_not_found(send(&a.app, as_user("bob", post(&id))).await).await;
+    ok(&b.app, as_user("alice", post(&id))).await;
+    // bob's DELETE does not close alice's session either.
+    assert_not_found(send(&b.app, as_user("bob", delete(&id))).await).await;
+    assert!(deployment.store.record(&id).await.is_some());
+    assert!(a.closed.all().is_empty() && b.closed.all().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_for_a_session_restore_it_once_per_node() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+    let id = open(&a.app).await;
+    // The factory takes a while on B, so that all 20 requests arrive during the restore.
+    b.probe.set_factory_delay(Duration::from_millis(100));
+
+    let requests = (0..20).map(|i| {
+        let (app, id) = (b.app.clone(), id.clone());
+        async move { answer(&app, post_with(&id, rpc_body(i, "tools/list"))).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap()["node"], "B");
+    }
+    assert_eq!(b.probe.made().len(), 1, "one factory call for 20 requests");
+    // The two replayed requests, then each client request once.
+    assert_eq!(b.probe.seen().len(), 2 + 20);
+    assert_eq!(b.sessions.len(), 1);
+    assert_eq!(deployment.store.calls().create, 1);
+}
+
+#[tokio::test]
+async fn delete_through_either_node_closes_the_session_everywhere_and_deletes_its_record() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+
+    // Held by both nodes, deleted through A.
+    let id = open(&a.app).await;
+    ok(&b.app, post(&id)).await;
+    let records = store.inner.len();
+    let resp = send(&a.app, delete(&id)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(resp.headers().get(SESSION_HEADER).is_none());
+    assert_eq!(body_string(resp).await, "");
+
+    assert_eq!(a.closed.all(), [(id.clone(), CloseReason::Deleted)]);
+    assert_eq!(b.closed.all(), [(id.clone(), CloseReason::Deleted)]);
+    assert_eq!(store.inner.len(), records - 1);
+    assert!(store.record(&id).await.is_none());
+    assert_not_found(send(&a.app, post(&id)).await).await;
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    assert_eq!(b.probe.made().len(), 1, "no restore after the delete");
+    assert!(a.sessions.is_empty() && b.sessions.is_empty());
+
+    // Held by A only, with a subscription open there; deleted through B.
+    let id = open(&a.app).await;
+    assert_eq!(ok(&a.app, op(&id, "subscribe", "")).await, "subscribed");
+    let mut subscription = a.probe.subscription(&id);
+    assert_eq!(status_of(&b.app, delete(&id)).await, StatusCode::NO_CONTENT);
+
+    assert_eq!(
+        a.closed.reasons_of(&id),
+        [CloseReason::Deleted],
+        "A's copy is closed through the bus"
+    );
+    assert!(
+        next_message(&mut subscription).await.is_none(),
+        "the subscription ended"
+    );
+    assert!(b.closed.reasons_of(&id).is_empty(), "B never held it");
+    assert_eq!(b.probe.made().len(), 1, "DELETE restores nothing");
+    assert!(store.record(&id).await.is_none());
+    assert_not_found(send(&a.app, post(&id)).await).await;
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    // A second DELETE finds nothing.
+    assert_not_found(send(&b.app, delete(&id)).await).await;
+}
+
+#[tokio::test]
+async fn a_message_published_on_one_node_reaches_the_subscriptions_on_another() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+
+    let first = open(&a.app).await;
+    let second = open(&a.app).await;
+    ok(&a.app, op(&first, "subscribe", "")).await;
+    ok(&a.app, op(&second, "subscribe", "")).await;
+    let mut first_sub = a.probe.subscription(&first);
+    let mut second_sub = a.probe.subscription(&second);
+
+    // Published by requests on B (which restores the sessions to serve them).
+    assert_eq!(
+        ok(&b.app, op(&first, "publish", "hello")).await,
+        "published"
+    );
+    assert_eq!(
+        ok(&b.app, op(&second, "publish", "for second")).await,
+        "published"
+    );
+    assert_eq!(next_message(&mut first_sub).await.unwrap(), "hello");
+    // The other session's subscription got its own message first, not "hello".
+    assert_eq!(next_message(&mut second_sub).await.unwrap(), "for second");
+
+    // And the other way round: a subscription on B, a message published on A.
+    ok(&b.app, op(&first, "subscribe", "")).await;
+    let mut first_on_b = b.probe.subscription(&first);
+    ok(&a.app, op(&first, "publish", "again")).await;
+    assert_eq!(next_message(&mut first_on_b).await.unwrap(), "again");
+    assert_eq!(next_message(&mut first_sub).await.unwrap(), "again");
+    ok(&a.app, op(&second, "publish", "second again")).await;
+    assert_eq!(next_message(&mut second_sub).await.unwrap(), "second again");
+}
+
+#[tokio::test]
+async fn shutdown_closes_only_this_nodes_copies_and_keeps_the_records() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+    let id = open(&a.app).await;
+    ok(&a.app, op(&id, "increment", "")).await;
+
+    assert_eq!(a.sessions.shutdown(), 1);
+    assert_eq!(a.closed.all(), [(id.clone(), CloseReason::Shutdown)]);
+    run_tasks().await;
+    assert!(
+        deployment.store.record(&id).await.is_some(),
+        "the record stays"
+    );
+    assert_eq!(deployment.store.calls().delete, 0);
+
+    // The client carries on through B, data map included.
+    assert_eq!(ok(&b.app, op(&id, "increment", "")).await, "2");
+    assert_eq!(b.probe.made().len(), 1);
+    assert!(b.closed.all().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_expiry_closes_one_nodes_copy_and_the_record_lives_while_used_elsewhere() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let idle = Duration::from_secs(4);
+    // A sweeps only when the test says so.
+    let a = deployment.node("A", |l| {
+        l.idle_timeout(idle)
+            .sweep_interval(Duration::from_secs(3600))
+    });
+    let b = deployment.node("B", |l| l.idle_timeout(idle));
+
+    let id = open(&a.app).await;
+    run_tasks().await;
+    // The client goes on through B only (which restores the session), once a second, for
+    // longer than the idle timeout.
+    for n in 1..=6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(ok(&b.app, op(&id, "increment", "")).await, n.to_string());
+    }
+    // A's copy has been idle for 6 s: expired there, and only there.
+    assert_eq!(a.sessions.sweep(), 1);
+    assert_eq!(a.closed.all(), [(id.clone(), CloseReason::Expired)]);
+    run_tasks().await;
+    assert!(store.record(&id).await.is_some(), "B kept the record fresh");
+    assert_eq!(store.calls().delete, 0, "idle expiry deletes no record");
+    assert!(b.closed.all().is_empty());
+    assert_eq!(ok(&b.app, op(&id, "increment", "")).await, "7");
+    // A restores it from the record.
+    assert_eq!(ok(&a.app, op(&id, "increment", "")).await, "8");
+    assert_eq!(a.probe.made().len(), 2);
+
+    // A session nobody uses: its record ends with its time to live.
+    let unused = open(&a.app).await;
+    run_tasks().await;
+    assert!(store.record(&unused).await.is_some());
+    tokio::time::sleep(idle + Duration::from_secs(2)).await;
+    assert!(store.inner.purge_expired() >= 1);
+    assert!(store.record(&unused).await.is_none());
+    let made = b.probe.made().len();
+    assert_not_found(send(&b.app, post(&unused)).await).await;
+    assert_eq!(b.probe.made().len(), made);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_closes_the_session_everywhere_and_deletes_its_record() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let a = deployment.node("A", |l| l.max_sessions(1).evict_idlest(true));
+    let b = deployment.node("B", |l| l);
+
+    let first = open(&a.app).await;
+    ok(&b.app, post(&first)).await;
+    let second = open(&a.app).await;
+    assert_eq!(a.closed.all(), [(first.clone(), CloseReason::Evicted)]);
+    assert!(a.sessions.contains(&second));
+
+    // The record is deleted and the other nodes told in the background.
+    for _ in 0..100 {
+        if store.record(&first).await.is_none() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        store.record(&first).await.is_none(),
+        "the record is deleted"
+    );
+    assert!(store.record(&second).await.is_some());
+    assert_eq!(b.closed.all(), [(first.clone(), CloseReason::Evicted)]);
+    assert_not_found(send(&b.app, post(&first)).await).await;
+    assert_not_found(send(&a.app, post(&first)).await).await;
+    assert_eq!(b.probe.made().len(), 1, "no restore of an evicted session");
+}
+
+#[tokio::test]
+async fn the_store_unreachable_is_503_never_404_and_live_sessions_keep_working() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+
+    // Down from the start: every store call fails.
+    store.set_down(true);
+    let resp = send(&a.app, initialize()).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[http::header::RETRY_AFTER], "5");
+    assert_eq!(
+        resp.headers()[http::header::CONTENT_TYPE],
+        "application/json"
+    );
+    assert!(
+        resp.headers().get(SESSION_HEADER).is_none(),
+        "no id is issued"
+    );
+    assert_eq!(body_string(resp).await, STORE_DOWN_BODY);
+    assert!(a.sessions.is_empty());
+    assert!(a.closed.all().is_empty());
+
+    // An id this node does not hold may well exist: 503, not 404.
+    let resp = send(&b.app, post("3f1c2b4a-0000-4000-8000-000000000000")).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[http::header::RETRY_AFTER], "5");
+    assert_eq!(body_string(resp).await, STORE_DOWN_BODY);
+
+    // Opened while the store was up; then it goes down.
+    store.set_down(false);
+    let id = open(&a.app).await;
+    store.set_down(true);
+    for _ in 0..5 {
+        ok(&a.app, post(&id)).await;
+    }
+    let resp = send(&b.app, post(&id)).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_string(resp).await, STORE_DOWN_BODY);
+    // DELETE cannot delete the record: 503 too.
+    let resp = send(&b.app, delete(&id)).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_string(resp).await, STORE_DOWN_BODY);
+    assert!(b.probe.made().is_empty());
+
+    // Back up: B restores it.
+    store.set_down(false);
+    ok(&b.app, post(&id)).await;
+    assert_eq!(b.probe.made().len(), 1);
+    ok(&a.app, post(&id)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_routed_to_a_session_live_on_the_node_makes_no_store_call() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let id = open(&a.app).await;
+    run_tasks().await;
+    let before = deployment.store.calls();
+    assert_eq!(before.create, 1);
+    let clock = tokio::time::Instant::now();
+
+    for i in 0..100 {
+        ok(&a.app, post_with(&id, rpc_body(i, "tools/list"))).await;
+    }
+
+    // The clock did not move, so the refresher (the only caller of `touch`) could not run.
+    assert_eq!(tokio::time::Instant::now(), clock);
+    assert_eq!(
+        deployment.store.calls(),
+        before,
+        "no store call on the hot path"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_session_keeps_its_record_with_at_most_one_touch_per_interval() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let idle = Duration::from_secs(4);
+    // The default refresh interval is a quarter of the idle timeout: 1 s.
+    let interval = Duration::from_secs(1);
+    let a = deployment.node("A", |l| l.idle_timeout(idle));
+    let b = deployment.node("B", |l| l.idle_timeout(idle));
+
+    let id = open(&a.app).await;
+    let start = tokio::time::Instant::now();
+    run_tasks().await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            store.record(&id).await.is_some(),
+            "the record never expires"
+        );
+        // Several requests per step: a touch per request would exceed one per interval.
+        for _ in 0..5 {
+            ok(&a.app, post(&id)).await;
+        }
+    }
+    let elapsed = tokio::time::Instant::now() - start;
+    assert_eq!(elapsed, Duration::from_secs(20));
+
+    let calls = store.calls();
+    let rounds = elapsed.as_millis() / interval.as_millis();
+    assert!(calls.touch >= 1, "the record was refreshed");
+    assert!(
+        calls.touch as u128 <= rounds,
+        "{} touch calls in {} intervals",
+        calls.touch,
+        rounds
+    );
+    assert!(store.touch_batches().iter().all(|&ids| ids == 1));
+    assert_eq!(calls.load, 0, "A never loaded the record it holds");
+
+    // At the end another node still restores it.
+    ok(&b.app, post(&id)).await;
+    assert_eq!(b.probe.made().len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_store_the_data_map_and_publish_work_within_the_node() {
+    let node = Node::build("solo", |l| l);
+    let id = open(&node.app).await;
+    let sid = SessionId::parse(&id).unwrap();
+
+    assert_eq!(ok(&node.app, op(&id, "get", "")).await, "null");
+    assert_eq!(ok(&node.app, op(&id, "insert", "kept")).await, "ok");
+    assert_eq!(ok(&node.app, op(&id, "get", "")).await, r#""kept""#);
+    assert_eq!(ok(&node.app, op(&id, "increment", "")).await, "1");
+    assert_eq!(ok(&node.app, op(&id, "increment", "")).await, "2");
+    assert_eq!(
+        node.sessions
+            .data(&sid)
+            .get::<i64>("counter")
+            .await
+            .unwrap(),
+        Some(2)
+    );
+
+    ok(&node.app, op(&id, "subscribe", "")).await;
+    let mut subscription = node.probe.subscription(&id);
+    assert_eq!(ok(&node.app, op(&id, "publish", "ping")).await, "published");
+    assert_eq!(next_message(&mut subscription).await.unwrap(), "ping");
+    node.sessions
+        .publish(&sid, "from the handle")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut subscription).await.unwrap(),
+        "from the handle"
+    );
+
+    assert_eq!(
+        status_of(&node.app, delete(&id)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(node.closed.all(), [(id.clone(), CloseReason::Deleted)]);
+    assert!(
+        next_message(&mut subscription).await.is_none(),
+        "the subscription ended"
+    );
+    // The data went with the session.
+    assert_eq!(
+        node.sessions
+            .data(&sid)
+            .get::<i64>("counter")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        node.sessions
+            .data(&sid)
+            .get::<String>("note")
+            .await
+            .unwrap(),
+        None
+    );
+    // Writes for a closed session are refused and leave nothing behind.
+    let gone = node.sessions.data(&sid);
+    assert!(matches!(
+        gone.insert("note", &"late").await,
+        Err(DataError::SessionGone)
+    ));
+    assert!(matches!(
+        gone.increment("counter", 1).await,
+        Err(DataError::SessionGone)
+    ));
+    assert_eq!(gone.get::<String>("note").await.unwrap(), None);
+    let other = open(&node.app).await;
+    assert_eq!(ok(&node.app, op(&other, "get", "")).await, "null");
+    assert_eq!(ok(&node.app, op(&other, "increment", "")).await, "1");
+}
