@@ -1,0 +1,603 @@
+//! [`RedisBus`]: session events over Redis sharded pub/sub, one channel per session.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
+use redis::{
+    AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use super::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
+use crate::id::SessionId;
+
+/// The events of sessions between nodes, over Redis sharded pub/sub (Redis 7 or later).
+///
+/// # Channel layout
+///
+/// Session `id` has one channel, `{prefix}{{id}}`: the prefix, then the id inside braces, the
+/// same name as its record in [`RedisStore`](crate::store::RedisStore) with the same prefix
+/// (channels and keys are separate namespaces in Redis). The braces are a Redis Cluster hash
+/// tag, so the channel is in the slot of the session's record. A node `SSUBSCRIBE`s to the
+/// channel of each session it [listens](BusConnection::listen) to and `SUNSUBSCRIBE`s when it
+/// stops; [`publish`](BusConnection::publish) is `SPUBLISH` of [`BusEvent::encode`]. Sharded
+/// pub/sub also works on a standalone Redis; unlike plain `PUBLISH`, in a cluster a message
+/// goes only to the shard that owns the slot, not to every node of the cluster.
+///
+/// # Connections
+///
+/// Each [`connect`](SessionBus::connect) (one per node) opens two connections:
+///
+/// * a subscription connection (RESP3, so that messages arrive as push messages on a
+///   multiplexed connection), owned by a background tokio task. [`listen`](BusConnection::listen)
+///   and [`unlisten`](BusConnection::unlisten) never wait: they record the change in the set
+///   of wanted sessions and wake the task, which sends the `SSUBSCRIBE`s and `SUNSUBSCRIBE`s
+///   that bring Redis in line, up to 1024 per pipeline. Pending changes coalesce (listening
+///   then unlistening before the task runs costs nothing), so what is queued is bounded by
+///   the number of sessions. Incoming messages wait in a queue of 4096; when the node cannot
+///   keep up, further messages are dropped with a warning (Redis pub/sub is at most once
+///   anyway: Redis disconnects a subscriber whose output buffer grows too large).
+/// * a redis-rs [`ConnectionManager`] for `SPUBLISH`, made on the first publish.
+///
+/// When the subscription connection is lost (an I/O error, or no answer to the `PING` sent
+/// after 5 s without traffic, or to a subscription command, within the timeout), the task
+/// reconnects with a backoff from 100 ms doubling up to 5 s, and subscribes again to every
+/// session wanted at that moment. It logs one warning when the link goes down and one info
+/// line when it is back, not one per attempt or per message. Messages published while the
+/// link is down are lost (Redis does not keep them).
+///
+/// The task starts on `connect` if it is called on a tokio runtime; otherwise on the first
+/// `listen`, `unlisten` or `publish` called on one (until then, listens are only recorded). A
+/// `publish` polled outside a tokio runtime fails with [`BusError`]. Dropping the last handle
+/// of a connection aborts its task and closes both connections; the task holds the `deliver`
+/// callback only weakly, so a callback that refers back to its session table forms no cycle
+/// through the task.
+///
+/// The bus talks to one Redis node (standalone, or a primary); it does not follow Redis
+/// Cluster redirections.
+#[derive(Clone)]
+pub struct RedisBus {
+    client: Client,
+    prefix: Arc<str>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisBus {
+    /// Shows where the bus connects (host and port, or socket path), the database, the channel
+    /// prefix and the timeout; never the username or password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.client.get_connection_info();
+        f.debug_struct("RedisBus")
+            .field("addr", &format_args!("{}", info.addr()))
+            .field("db", &info.redis_settings().db())
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Most subscription commands sent in one pipeline.
+const SUBSCRIBE_BATCH: usize = 1024;
+/// Messages received and not yet delivered, per connection.
+const INBOX: usize = 4096;
+/// First pause before reconnecting the subscription connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Quiet time after which the subscription connection is checked with `PING`.
+const HEALTH_CHECK: Duration = Duration::from_secs(5);
+
+impl RedisBus {
+    /// The default [timeout](Self::with_timeout): 1 second.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// A bus on the Redis that `client` points to, with channels `{prefix}{{id}}` (see the
+    /// channel layout above; an empty prefix is allowed). The connections use RESP3 whatever
+    /// protocol `client` asks for.
+    ///
+    /// Nothing is sent yet: connections are made by [`connect`](SessionBus::connect)'s task
+    /// and the first publish, so this works while Redis is down and outside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError`] if `prefix` contains `{` or `}`, which would move the Redis Cluster hash
+    /// tag out of the session id.
+    pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, BusError> {
+        let prefix = prefix.into();
+        if prefix.contains(['{', '}']) {
+            return Err(BusError::new(format!(
+                "the channel prefix {prefix:?} contains `{{` or `}}`, which would change the \
+                 Redis Cluster hash tag"
+            )));
+        }
+        let info = client.get_connection_info().clone();
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(redis)).map_err(BusError::new)?;
+        Ok(Self {
+            client,
+            prefix: prefix.into(),
+            timeout: Self::DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// A bus on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`); see
+    /// [`new`](Self::new).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError`] if `url` is not a Redis URL redis-rs accepts, or the prefix contains `{`
+    /// or `}`.
+    pub fn open(url: &str, prefix: impl Into<String>) -> Result<Self, BusError> {
+        let client = Client::open(url).map_err(BusError::new)?;
+        Self::new(client, prefix)
+    }
+
+    /// Sets the timeout (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)): a publish,
+    /// connecting included, fails with [`BusError`] past it, and the subscription connection
+    /// is declared lost when a connection attempt, a batch of subscription commands or a
+    /// health-check `PING` takes longer. Applies to connections made by later
+    /// [`connect`](SessionBus::connect) calls.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The channel prefix given to [`new`](Self::new).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The [timeout](Self::with_timeout).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl SessionBus for RedisBus {
+    fn connect(&self, deliver: Deliver) -> Arc<dyn BusConnection> {
+        let node = Node {
+            shared: Arc::new(Shared {
+                prefix: self.prefix.clone(),
+                state: Mutex::default(),
+                wake: Notify::new(),
+            }),
+            deliver,
+            task: Mutex::new(None),
+            publisher: LazyManager::new(self.client.clone(), self.timeout),
+            bus: self.clone(),
+        };
+        node.ensure_started();
+        Arc::new(node)
+    }
+}
+
+/// What a node's handle and its background task share.
+struct Shared {
+    prefix: Arc<str>,
+    state: Mutex<Wanted>,
+    /// Wakes the task: a listen or unlisten, a message, a lost connection.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Wanted {
+    /// The sessions this node listens to.
+    ids: HashSet<SessionId>,
+    /// Sessions added to or removed from `ids` since the task last looked.
+    dirty: HashSet<SessionId>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, Wanted> {
+        // Every update is one set operation: the sets are good after a panic elsewhere.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One node's connection: the [`BusConnection`] that [`RedisBus::connect`] returns.
+struct Node {
+    shared: Arc<Shared>,
+    /// Held here; the task holds it weakly.
+    deliver: Deliver,
+    /// The subscription task, once started.
+    task: Mutex<Option<JoinHandle<()>>>,
+    publisher: LazyManager,
+    bus: RedisBus,
+}
+
+impl Node {
+    /// Starts the subscription task if it is not running and this thread is on a tokio
+    /// runtime (also restarts a task whose runtime went away).
+    fn ensure_started(&self) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let subscriber = Subscriber {
+            shared: self.shared.clone(),
+            deliver: Arc::downgrade(&self.deliver),
+            client: self.bus.client.clone(),
+            timeout: self.bus.timeout,
+        };
+        *task = Some(runtime.spawn(subscriber.run()));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let task = self.task.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl BusConnection for Node {
+    fn listen(&self, id: &SessionId) {
+        let changed = {
+            let mut state = self.shared.state();
+            if state.ids.insert(id.clone()) {
+                state.dirty.insert(id.clone());
+                true
+            } else {
+                false
+            }
+        };
+        if changed {
+            self.ensure_started();
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn unlisten(&self, id: &SessionId) {
+        let changed = {
+            let mut state = self.shared.state();
+            if state.ids.remove(id) {
+                state.dirty.insert(id.clone());
+                true
+            } else {
+                false
+            }
+        };
+        if changed {
+            self.ensure_started();
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn publish<'a>(&'a self, id: &'a SessionId, event: BusEvent) -> BusFuture<'a, ()> {
+        Box::pin(async move {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(BusError::new(
+                    "RedisBus needs a tokio runtime (with its time driver)",
+                ));
+            }
+            self.ensure_started();
+            let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
+            let channel = channel_name(&self.shared.prefix, id);
+            let payload = event.encode();
+            let mut cmd = redis::cmd("SPUBLISH");
+            cmd.arg(channel).arg(payload.as_ref());
+            let spublish = cmd.query_async::<i64>(&mut manager);
+            match tokio::time::timeout(self.bus.timeout, spublish).await {
+                Ok(Ok(_receivers)) => Ok(()),
+                Ok(Err(error)) => Err(BusError::new(error)),
+                Err(_) => {
+                    self.publisher.retire(generation);
+                    Err(BusError::new(format!(
+                        "no answer within {} ms",
+                        self.bus.timeout.as_millis()
+                    )))
+                }
+            }
+        })
+    }
+}
+
+/// `{prefix}{{id}}`: the channel of a session.
+fn channel_name(prefix: &str, id: &SessionId) -> String {
+    let id = id.as_str();
+    let mut name = String::with_capacity(prefix.len() + id.len() + 2);
+    name.push_str(prefix);
+    name.push('{');
+    name.push_str(id);
+    name.push('}');
+    name
+}
+
+/// The session id in a channel name [`channel_name`] made; `None` for anything else.
+fn id_of_channel(prefix: &str, channel: &[u8]) -> Option<SessionId> {
+    let inner = channel
+        .strip_prefix(prefix.as_bytes())?
+        .strip_prefix(b"{")?
+        .strip_suffix(b"}")?;
+    SessionId::parse(std::str::from_utf8(inner).ok()?).ok()
+}
+
+/// Where the subscription connection hands its push messages (on the connection's own task:
+/// it must not wait).
+struct Inbox {
+    messages: mpsc::Sender<(Vec<u8>, Vec<u8>)>,
+    /// Set when the connection is lost.
+    lost: Arc<AtomicBool>,
+    /// Set while messages are being dropped, so that a burst warns once.
+    overflowing: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl AsyncPushSender for Inbox {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        match info.kind {
+            PushKind::SMessage => {
+                let mut data = info.data.into_iter();
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                else {
+                    return Ok(());
+                };
+                match self.messages.try_send((channel, payload)) {
+                    Ok(()) => self.overflowing.store(false, Ordering::Relaxed),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if !self.overflowing.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                capacity = INBOX,
+                                "session bus: messages arrive faster than they are delivered; \
+                                 dropping messages"
+                            );
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError),
+                }
+                self.shared.wake.notify_one();
+            }
+            PushKind::Disconnection => {
+                self.lost.store(true, Ordering::Release);
+                self.shared.wake.notify_one();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A [`Deliver`] held weakly.
+type WeakDeliver = Weak<dyn Fn(&SessionId, BusEvent) + Send + Sync>;
+
+/// The background task of one node: keeps the subscription connection and delivers.
+struct Subscriber {
+    shared: Arc<Shared>,
+    deliver: WeakDeliver,
+    client: Client,
+    timeout: Duration,
+}
+
+impl Subscriber {
+    async fn run(self) {
+        let mut backoff = MIN_BACKOFF;
+        // Whether the link is known to be down (a warning was logged).
+        let mut down = false;
+        loop {
+            let error = self.serve(&mut down, &mut backoff).await;
+            if !down {
+                tracing::warn!(
+                    error = %error,
+                    "session bus: the Redis subscription connection is down; reconnecting"
+                );
+                down = true;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Connects, subscribes to every wanted session and serves until the connection fails;
+    /// returns why.
+    async fn serve(&self, down: &mut bool, backoff: &mut Duration) -> String {
+        let (messages, mut inbox) = mpsc::channel(INBOX);
+        let lost = Arc::new(AtomicBool::new(false));
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_push_sender(Inbox {
+                messages,
+                lost: lost.clone(),
+                overflowing: AtomicBool::new(false),
+                shared: self.shared.clone(),
+            });
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let mut con = match tokio::time::timeout(self.timeout * 2, connecting).await {
+            Ok(Ok(con)) => con,
+            Ok(Err(error)) => return error.to_string(),
+            Err(_) => return format!("no connection within {} ms", self.timeout.as_millis()),
+        };
+
+        // A new connection has no subscriptions: subscribe to everything wanted now.
+        let wanted: Vec<SessionId> = {
+            let mut state = self.shared.state();
+            state.dirty.clear();
+            state.ids.iter().cloned().collect()
+        };
+        if let Err(error) = self.command(&mut con, "SSUBSCRIBE", &wanted).await {
+            return error;
+        }
+        let mut subscribed: HashSet<SessionId> = wanted.into_iter().collect();
+        if *down {
+            tracing::info!(
+                sessions = subscribed.len(),
+                "session bus: the Redis subscription connection is back"
+            );
+            *down = false;
+        }
+        *backoff = MIN_BACKOFF;
+
+        loop {
+            let woken = tokio::time::timeout(HEALTH_CHECK, self.shared.wake.notified()).await;
+            while let Ok((channel, payload)) = inbox.try_recv() {
+                self.dispatch(&channel, &payload);
+            }
+            if lost.load(Ordering::Acquire) {
+                return "the connection was closed".to_owned();
+            }
+            if woken.is_err() {
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<Value>(&mut con);
+                match tokio::time::timeout(self.timeout, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return error.to_string(),
+                    Err(_) => return format!("no PONG within {} ms", self.timeout.as_millis()),
+                }
+                continue;
+            }
+            let (add, remove) = {
+                let mut state = self.shared.state();
+                let dirty = std::mem::take(&mut state.dirty);
+                let mut add = Vec::new();
+                let mut remove = Vec::new();
+                for id in dirty {
+                    match (state.ids.contains(&id), subscribed.contains(&id)) {
+                        (true, false) => add.push(id),
+                        (false, true) => remove.push(id),
+                        _ => {}
+                    }
+                }
+                (add, remove)
+            };
+            if let Err(error) = self.command(&mut con, "SSUBSCRIBE", &add).await {
+                return error;
+            }
+            subscribed.extend(add);
+            if let Err(error) = self.command(&mut con, "SUNSUBSCRIBE", &remove).await {
+                return error;
+            }
+            for id in &remove {
+                subscribed.remove(id);
+            }
+        }
+    }
+
+    /// Sends `command` (`SSUBSCRIBE` or `SUNSUBSCRIBE`) for the channel of each of `ids`, one
+    /// channel per command so that each command has exactly one confirmation, in pipelines of
+    /// at most [`SUBSCRIBE_BATCH`].
+    async fn command(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+        command: &str,
+        ids: &[SessionId],
+    ) -> Result<(), String> {
+        for chunk in ids.chunks(SUBSCRIBE_BATCH) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd(command)
+                    .arg(channel_name(&self.shared.prefix, id))
+                    .ignore();
+            }
+            match tokio::time::timeout(self.timeout, pipe.exec_async(con)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(describe(command, &error)),
+                Err(_) => {
+                    return Err(format!(
+                        "no answer to {command} within {} ms",
+                        self.timeout.as_millis()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers one received message, if it is an event of a session still listened to.
+    fn dispatch(&self, channel: &[u8], payload: &[u8]) {
+        let Some(id) = id_of_channel(&self.shared.prefix, channel) else {
+            return;
+        };
+        let Some(event) = BusEvent::decode(payload) else {
+            return;
+        };
+        // A message may still arrive between an unlisten and its SUNSUBSCRIBE.
+        if !self.shared.state().ids.contains(&id) {
+            return;
+        }
+        let Some(deliver) = self.deliver.upgrade() else {
+            return;
+        };
+        if catch_unwind(AssertUnwindSafe(|| deliver(&id, event))).is_err() {
+            tracing::error!(
+                session = %id.redacted(),
+                "session bus: the deliver callback panicked"
+            );
+        }
+    }
+}
+
+fn describe(command: &str, error: &RedisError) -> String {
+    format!("{command} failed: {error}")
+}
+
+/// A [`ConnectionManager`] made on first use and replaced after a timeout (the same as the
+/// store's: made on first use because making one needs a tokio runtime; replaced after a
+/// timeout because the manager reconnects only after an I/O error, which a silent connection
+/// never gives).
+struct LazyManager {
+    client: Client,
+    timeout: Duration,
+    /// The generation of the current manager (counts replacements) and the manager.
+    slot: Mutex<(u64, Option<ConnectionManager>)>,
+}
+
+impl LazyManager {
+    fn new(client: Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            slot: Mutex::new((0, None)),
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, (u64, Option<ConnectionManager>)> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current manager and its generation, made if there is none. Call on a tokio
+    /// runtime.
+    fn get(&self) -> Result<(u64, ConnectionManager), RedisError> {
+        let mut slot = self.slot();
+        if let Some(manager) = &slot.1 {
+            return Ok((slot.0, manager.clone()));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_max_delay(Duration::from_secs(2));
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        slot.0 += 1;
+        slot.1 = Some(manager.clone());
+        Ok((slot.0, manager))
+    }
+
+    /// Drops the manager of `generation` if it is still the current one.
+    fn retire(&self, generation: u64) {
+        let retired = {
+            let mut slot = self.slot();
+            if slot.0 == generation {
+                slot.1.take()
+            } else {
+                None
+            }
+        };
+        drop(retired);
+    }
+}

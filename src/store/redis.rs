@@ -1,0 +1,580 @@
+//! [`RedisStore`]: session records in Redis hashes, one hash per session.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script};
+
+use super::{OpeningRequest, SessionRecord, SessionStore, StoreError, StoreFuture};
+use crate::id::SessionId;
+use crate::info::Principal;
+
+/// Session records in Redis: one hash per session, shared by every node that uses the same
+/// Redis and key prefix.
+///
+/// # Key layout
+///
+/// The record of session `id` is the hash at key `{prefix}{{id}}`: the prefix, then the id
+/// inside braces, for example `mcp:{3f2a…}` for the prefix `mcp:`. The braces are a Redis
+/// Cluster *hash tag*: the slot is computed from the id alone, so a session's record and its
+/// sharded pub/sub channel (see [`RedisBus`](crate::bus::RedisBus), which uses the same name)
+/// live in the same slot. The prefix therefore must not contain `{` or `}`. (An id that itself
+/// holds a `}`, which [`UuidV4`](crate::UuidV4) never makes, is hashed on its part before the
+/// `}`; its record and channel still share a slot, having the same name.) Fields:
+///
+/// | field | value |
+/// |---|---|
+/// | `principal` | the principal's identifier (UTF-8); absent if the session has none |
+/// | `created` | when the session opened, milliseconds since the Unix epoch, in decimal |
+/// | `method` | the opening request's method (`POST`) |
+/// | `uri` | the opening request's target, as it was received |
+/// | `headers` | the replayed headers, one `name:value` line per value, each ending in `\n` |
+/// | `body` | the opening request's body, raw bytes |
+/// | `d:<key>` | the data map: the JSON text stored under `<key>` |
+///
+/// Header names are lowercase tokens (no `:`), and a header value cannot hold `\n`, so the
+/// `headers` encoding is unambiguous; a name given several values has one line per value, in
+/// order. Values are kept byte for byte, bytes that are not UTF-8 (obs-text, 0x80–0xFF)
+/// included, since hash values are binary-safe; only the
+/// [`is_sensitive`](HeaderValue::is_sensitive) flag is not kept.
+///
+/// # Commands
+///
+/// * [`create`](SessionStore::create): `DEL`, `HSET` of every field and `PEXPIRE` in one
+///   `MULTI`/`EXEC` transaction, so a record appears whole, with its TTL, or not at all (no
+///   TTL: no `PEXPIRE`, the key never expires; an earlier record under the same id, data map
+///   included, is replaced).
+/// * [`load`](SessionStore::load): `HMGET` of the six record fields (the data map, which may be
+///   large, is not read); no key (none of the fields) is `None`, a field missing or
+///   unreadable, or a key of another type, is [`StoreError`].
+/// * [`touch`](SessionStore::touch): pipelines of one `PEXPIRE` per id, at most 1024 per
+///   pipeline, each pipeline within the timeout; `PEXPIRE` on a key that is gone does
+///   nothing. No ids: no round trip.
+/// * [`delete`](SessionStore::delete): `DEL`.
+/// * [`data_get`](SessionStore::data_get) / [`data_remove`](SessionStore::data_remove):
+///   `HGET` / `HDEL` of `d:<key>` (neither creates a key).
+/// * [`data_insert`](SessionStore::data_insert) / [`data_increment`](SessionStore::data_increment):
+///   a Lua script (`EVALSHA`, loaded on `NOSCRIPT`) that runs `HSET` / `HINCRBY` only if the
+///   key `EXISTS`, so a write never brings back a record that expired or was deleted. A JSON
+///   integer is the same text as a Redis integer, so `HINCRBY` adds to what `SessionData`
+///   stored; a value that is not an integer in Redis's sense (a float, a string, an integer
+///   with surrounding spaces or leading zeros, which JSON serializers never write) fails with
+///   [`StoreError`], and so does a result outside `i64`.
+///
+/// # Connection and timeouts
+///
+/// Commands go through one redis-rs [`ConnectionManager`] per store (shared by clones): a
+/// multiplexed connection that pipelines the commands of concurrent requests on one socket,
+/// reconnects by itself after an I/O error, and is part of the `redis` crate, maintained by
+/// the redis-rs organisation. It was chosen over `fred`, which offers as much and more (pools,
+/// cluster and sentinel routing, its own reconnection policies), because the layer needs a
+/// handful of commands and two scripts: redis-rs is the smaller dependency and the most widely
+/// used Rust Redis client, and its manager covers what the layer needs.
+///
+/// The manager is created on the first operation, not by [`new`](Self::new), and connects
+/// lazily: a node starts while Redis is down, and a store can be built outside a tokio
+/// runtime. Every operation (every pipeline of a `touch`) ends within the store's
+/// [timeout](Self::with_timeout) (default
+/// [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT), also the manager's connection and response
+/// timeouts) with [`StoreError`] past it; an operation that times out also retires the
+/// manager, so a connection that went silent (a half-open TCP connection after a failover)
+/// is replaced by a new one instead of timing out every later command. Operations must run
+/// on a tokio runtime with its time driver (any runtime built by `#[tokio::main]`); polled
+/// elsewhere they fail with [`StoreError`] instead of panicking.
+///
+/// The store talks to one Redis node (standalone, or a primary behind a proxy); it does not
+/// follow Redis Cluster redirections.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: String,
+    timeout: Duration,
+    manager: LazyManager,
+}
+
+impl fmt::Debug for RedisStore {
+    /// Shows where the store connects (host and port, or socket path), the database, the key
+    /// prefix and the timeout; never the username or password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.inner.manager.client.get_connection_info();
+        f.debug_struct("RedisStore")
+            .field("addr", &format_args!("{}", info.addr()))
+            .field("db", &info.redis_settings().db())
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+/// `HSET` of `d:<key>` only if the record exists. `KEYS[1]` the record, `ARGV[1]` the field,
+/// `ARGV[2]` the JSON text. Returns 1 if written, 0 if there is no record.
+const INSERT_SCRIPT: &str = "\
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1";
+
+/// `HINCRBY` of `d:<key>` only if the record exists. `KEYS[1]` the record, `ARGV[1]` the
+/// field, `ARGV[2]` the increment. Returns the new value, or nil if there is no record.
+const INCREMENT_SCRIPT: &str = "\
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])";
+
+/// Most `PEXPIRE`s sent in one pipeline by `touch`.
+const TOUCH_BATCH: usize = 1024;
+
+/// The record's fields, in the order `load` asks for them.
+const FIELDS: [&str; 6] = ["principal", "created", "method", "uri", "headers", "body"];
+
+/// Prefix of the fields that hold the data map.
+const DATA_FIELD: &str = "d:";
+
+impl RedisStore {
+    /// The default [timeout](Self::with_timeout): 1 second.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// A store on the Redis that `client` points to, with keys `{prefix}{{id}}` (see the key
+    /// layout above; an empty prefix is allowed).
+    ///
+    /// Nothing is sent yet: the connection is made by the first operation, so this works
+    /// while Redis is down and outside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if `prefix` contains `{` or `}`, which would move the Redis Cluster hash
+    /// tag out of the session id.
+    pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix).map_err(StoreError::new)?;
+        Ok(Self::build(client, prefix, Self::DEFAULT_TIMEOUT))
+    }
+
+    /// A store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
+    /// `rediss://` for TLS if redis-rs was built with a TLS feature, `unix:///path`); see
+    /// [`new`](Self::new).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if `url` is not a Redis URL redis-rs accepts, or the prefix contains `{`
+    /// or `}`.
+    pub fn open(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(StoreError::new)?;
+        Self::new(client, prefix)
+    }
+
+    /// Sets how long an operation may take, connecting included (default
+    /// [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)); past it the operation fails with
+    /// [`StoreError`]. Also the connection timeout and the response timeout of the underlying
+    /// connection. A zero timeout fails every operation.
+    ///
+    /// The returned store has its own connection (clones made before this call keep theirs).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self::build(
+            self.inner.manager.client.clone(),
+            self.inner.prefix.clone(),
+            timeout,
+        )
+    }
+
+    /// The key prefix given to [`new`](Self::new).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The operation [timeout](Self::with_timeout).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    fn build(client: Client, prefix: String, timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                prefix,
+                timeout,
+                manager: LazyManager::new(client, timeout),
+            }),
+        }
+    }
+
+    /// The key of the record of `id`: `{prefix}{{id}}`.
+    fn key(&self, id: &SessionId) -> String {
+        session_name(&self.inner.prefix, id)
+    }
+
+    /// Runs `op` on the store's connection within the timeout.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::new(
+                "RedisStore needs a tokio runtime (with its time driver)",
+            ));
+        }
+        let (generation, manager) = self.inner.manager.get().map_err(StoreError::new)?;
+        match tokio::time::timeout(self.inner.timeout, op(manager)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.inner.manager.retire(generation);
+                Err(StoreError::timed_out(self.inner.timeout))
+            }
+        }
+    }
+}
+
+/// Checks that a prefix leaves the hash tag to the session id.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.contains(['{', '}']) {
+        return Err(format!(
+            "the key prefix {prefix:?} contains `{{` or `}}`, which would change the Redis \
+             Cluster hash tag"
+        ));
+    }
+    Ok(())
+}
+
+/// `{prefix}{{id}}`: the name of a session's key (and of its channel).
+fn session_name(prefix: &str, id: &SessionId) -> String {
+    let id = id.as_str();
+    let mut name = String::with_capacity(prefix.len() + id.len() + 2);
+    name.push_str(prefix);
+    name.push('{');
+    name.push_str(id);
+    name.push('}');
+    name
+}
+
+/// A duration in whole milliseconds for `PEXPIRE`, rounded up (a positive TTL stays
+/// positive) and capped far below the point where Redis refuses it.
+fn ttl_ms(ttl: Duration) -> i64 {
+    const MAX_MS: u128 = (i64::MAX / 4) as u128;
+    let ms = ttl.as_nanos().div_ceil(1_000_000).min(MAX_MS);
+    i64::try_from(ms).unwrap_or(i64::MAX / 4)
+}
+
+fn redis_error(error: RedisError) -> StoreError {
+    StoreError::new(error)
+}
+
+/// `headers` as stored: one `name:value\n` line per value.
+fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn decode_headers(bytes: &[u8]) -> Result<HeaderMap, StoreError> {
+    let mut headers = HeaderMap::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(malformed("headers"));
+        };
+        let (line, tail) = rest.split_at(end);
+        rest = &tail[1..];
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(malformed("headers"));
+        };
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| malformed("headers"))?;
+        let value =
+            HeaderValue::from_bytes(&line[colon + 1..]).map_err(|_| malformed("headers"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+fn malformed(field: &str) -> StoreError {
+    StoreError::new(format!(
+        "malformed session record in Redis: field `{field}` is missing or unreadable"
+    ))
+}
+
+/// The record read back from the values of [`FIELDS`]; `None` if none of them is there.
+fn decode_record(
+    id: &SessionId,
+    values: Vec<Option<Vec<u8>>>,
+) -> Result<Option<SessionRecord>, StoreError> {
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let Ok([principal, created, method, uri, headers, body]) =
+        <[Option<Vec<u8>>; 6]>::try_from(values)
+    else {
+        return Err(StoreError::new(
+            "HMGET answered with the wrong number of values",
+        ));
+    };
+    let principal = match principal {
+        None => None,
+        Some(bytes) => Some(Principal::from(
+            String::from_utf8(bytes).map_err(|_| malformed("principal"))?,
+        )),
+    };
+    let created_ms = created
+        .as_deref()
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| malformed("created"))?;
+    let method = method
+        .as_deref()
+        .and_then(|bytes| Method::from_bytes(bytes).ok())
+        .ok_or_else(|| malformed("method"))?;
+    let uri = uri
+        .and_then(|bytes| Uri::try_from(bytes).ok())
+        .ok_or_else(|| malformed("uri"))?;
+    let headers = decode_headers(headers.as_deref().ok_or_else(|| malformed("headers"))?)?;
+    let body = Bytes::from(body.ok_or_else(|| malformed("body"))?);
+    Ok(Some(SessionRecord {
+        id: id.clone(),
+        principal,
+        created_ms,
+        opening: OpeningRequest {
+            method,
+            uri,
+            headers,
+            body,
+        },
+    }))
+}
+
+/// The error of `HINCRBY`, in the words of [`MemoryStore`](crate::store::MemoryStore).
+fn increment_error(key: &str, error: RedisError) -> StoreError {
+    let text = error.to_string();
+    if text.contains("not an integer") {
+        StoreError::new(format!("the value of `{key}` is not an integer"))
+    } else if text.contains("overflow") {
+        StoreError::new(format!("`{key}` would overflow"))
+    } else {
+        StoreError::new(error)
+    }
+}
+
+fn scripts() -> &'static (Script, Script) {
+    static SCRIPTS: std::sync::OnceLock<(Script, Script)> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| (Script::new(INSERT_SCRIPT), Script::new(INCREMENT_SCRIPT)))
+}
+
+impl SessionStore for RedisStore {
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()> {
+        let key = self.key(&record.id);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(&key).ignore();
+        let hset = pipe.cmd("HSET").arg(&key);
+        if let Some(principal) = &record.principal {
+            hset.arg("principal").arg(principal.as_str());
+        }
+        hset.arg("created")
+            .arg(record.created_ms)
+            .arg("method")
+            .arg(record.opening.method.as_str())
+            .arg("uri")
+            .arg(record.opening.uri.to_string())
+            .arg("headers")
+            .arg(encode_headers(&record.opening.headers))
+            .arg("body")
+            .arg(record.opening.body.as_ref())
+            .ignore();
+        if let Some(ttl) = ttl {
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms(ttl)).ignore();
+        }
+        Box::pin(async move {
+            self.run(|mut con| async move { pipe.exec_async(&mut con).await.map_err(redis_error) })
+                .await
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let values: Vec<Option<Vec<u8>>> = self
+                .run(|mut con| async move {
+                    redis::cmd("HMGET")
+                        .arg(self.key(id))
+                        .arg(&FIELDS[..])
+                        .query_async(&mut con)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            decode_record(id, values)
+        })
+    }
+
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let ms = ttl_ms(ttl);
+            for chunk in ids.chunks(TOUCH_BATCH) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.cmd("PEXPIRE").arg(self.key(id)).arg(ms).ignore();
+                }
+                self.run(
+                    |mut con| async move { pipe.exec_async(&mut con).await.map_err(redis_error) },
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let removed: i64 = self
+                .run(|mut con| async move {
+                    redis::cmd("DEL")
+                        .arg(self.key(id))
+                        .query_async(&mut con)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            self.run(|mut con| async move {
+                redis::cmd("HGET")
+                    .arg(self.key(id))
+                    .arg(format!("{DATA_FIELD}{key}"))
+                    .query_async(&mut con)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await
+        })
+    }
+
+    fn data_insert<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        json: String,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let written: i64 = self
+                .run(|mut con| async move {
+                    scripts()
+                        .0
+                        .key(self.key(id))
+                        .arg(format!("{DATA_FIELD}{key}"))
+                        .arg(json)
+                        .invoke_async(&mut con)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            Ok(written == 1)
+        })
+    }
+
+    fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let removed: i64 = self
+                .run(|mut con| async move {
+                    redis::cmd("HDEL")
+                        .arg(self.key(id))
+                        .arg(format!("{DATA_FIELD}{key}"))
+                        .query_async(&mut con)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn data_increment<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        by: i64,
+    ) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            self.run(|mut con| async move {
+                scripts()
+                    .1
+                    .key(self.key(id))
+                    .arg(format!("{DATA_FIELD}{key}"))
+                    .arg(by)
+                    .invoke_async(&mut con)
+                    .await
+                    .map_err(|error| increment_error(key, error))
+            })
+            .await
+        })
+    }
+}
+
+/// A [`ConnectionManager`] made on first use and replaced after a timeout.
+///
+/// Made on first use because making one spawns a task (it needs a tokio runtime, which the
+/// constructors do not); replaced after a timeout because the manager reconnects only after
+/// an I/O error, and a connection that went silent (no reset, no answer) gives none: every
+/// later command would wait for its timeout.
+struct LazyManager {
+    client: Client,
+    timeout: Duration,
+    /// The generation of the current manager (counts replacements) and the manager.
+    slot: Mutex<(u64, Option<ConnectionManager>)>,
+}
+
+impl LazyManager {
+    fn new(client: Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            slot: Mutex::new((0, None)),
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, (u64, Option<ConnectionManager>)> {
+        // Every update is one assignment: the data is good after a panic elsewhere.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current manager and its generation, made if there is none. Call on a tokio
+    /// runtime.
+    fn get(&self) -> Result<(u64, ConnectionManager), RedisError> {
+        let mut slot = self.slot();
+        if let Some(manager) = &slot.1 {
+            return Ok((slot.0, manager.clone()));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_max_delay(Duration::from_secs(2));
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        slot.0 += 1;
+        slot.1 = Some(manager.clone());
+        Ok((slot.0, manager))
+    }
+
+    /// Drops the manager of `generation` if it is still the current one: the next operation
+    /// makes a new one.
+    fn retire(&self, generation: u64) {
+        let retired = {
+            let mut slot = self.slot();
+            if slot.0 == generation {
+                slot.1.take()
+            } else {
+                None
+            }
+        };
+        drop(retired);
+    }
+}
