@@ -13,11 +13,11 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 
+use crate::bus::SessionBus;
 use crate::hooks::{OnClose, OnOpen};
 use crate::id::MakeSessionId;
 use crate::info::Principal;
 use crate::policy::{ClosePolicy, OpenPolicy};
-use crate::bus::SessionBus;
 use crate::rejection::Rejection;
 use crate::store::SessionStore;
 

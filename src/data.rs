@@ -186,7 +186,10 @@ impl Subscription {
             match self.receiver.recv().await {
                 Ok(message) => return Some(message),
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::debug!(skipped, "session subscriber fell behind; oldest messages skipped");
+                    tracing::debug!(
+                        skipped,
+                        "session subscriber fell behind; oldest messages skipped"
+                    );
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -152,9 +152,9 @@ pub use config::{
     ClientKey, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_PEEK_BUDGET, DEFAULT_PEEK_LIMIT,
     DEFAULT_PEEK_TIMEOUT, DEFAULT_RETRY_AFTER, EvictBy,
 };
+pub use data::{DataError, SessionData, Subscription};
 #[cfg(feature = "axum")]
 pub use extract::{MissingSession, SessionState};
-pub use data::{DataError, SessionData, Subscription};
 pub use factory::{SessionFactory, WithState, with_state};
 pub use hooks::CloseReason;
 pub use id::{InvalidSessionId, MAX_SESSION_ID_LEN, MakeSessionId, Redacted, SessionId, UuidV4};

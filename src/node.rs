@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::bus::{BusConnection, BusEvent, BusError, SessionBus};
+use crate::bus::{BusConnection, BusError, BusEvent, SessionBus};
 use crate::config::Config;
 use crate::hooks::CloseReason;
 use crate::id::SessionId;
@@ -62,7 +62,10 @@ impl Node {
             Some(store) => (Arc::clone(store), None),
             None => {
                 let private = MemoryStore::data_only();
-                (Arc::new(private.clone()) as Arc<dyn SessionStore>, Some(private))
+                (
+                    Arc::new(private.clone()) as Arc<dyn SessionStore>,
+                    Some(private),
+                )
             }
         };
         let shared = private.is_none();
@@ -197,12 +200,13 @@ impl Node {
             *forget = Some(sender);
         }
         if let Some(sender) = forget.as_ref()
-            && sender.try_send((id.clone(), reason)).is_err() {
-                tracing::warn!(
-                    session = %id.redacted(),
-                    "too many closes waiting for the session store: this record is left to its time to live"
-                );
-            }
+            && sender.try_send((id.clone(), reason)).is_err()
+        {
+            tracing::warn!(
+                session = %id.redacted(),
+                "too many closes waiting for the session store: this record is left to its time to live"
+            );
+        }
     }
 
     /// Deletes the record of `id` and tells every node to close it, now (DELETE's path).
@@ -232,9 +236,10 @@ impl Node {
         // The map's handle and the caller's: nobody else waits.
         if Arc::strong_count(flight) <= 2
             && let Some(current) = restoring.get(id)
-                && Arc::ptr_eq(current, flight) {
-                    restoring.remove(id);
-                }
+            && Arc::ptr_eq(current, flight)
+        {
+            restoring.remove(id);
+        }
     }
 
     /// Logs the first failure of the store and the first success after it, once each.
@@ -299,9 +304,10 @@ async fn forget_task(
             tracing::debug!(%error, session = %id.redacted(), "could not delete a session record; it expires by its time to live");
         }
         if let Some(bus) = &bus
-            && let Err(error) = bus.publish(&id, BusEvent::Closed(reason)).await {
-                tracing::debug!(%error, session = %id.redacted(), "could not tell the other nodes of a close");
-            }
+            && let Err(error) = bus.publish(&id, BusEvent::Closed(reason)).await
+        {
+            tracing::debug!(%error, session = %id.redacted(), "could not tell the other nodes of a close");
+        }
     }
 }
 
@@ -318,9 +324,7 @@ pub(crate) fn refresh_interval(config: &Config) -> Duration {
 /// current tokio runtime (without one, records keep the time to live they were created with).
 pub(crate) fn ensure_refresher(registry: &Arc<Registry>) {
     let node = registry.node();
-    if !node.shared
-        || registry.config.idle_ms == 0
-        || node.refresh_started.load(Ordering::Relaxed)
+    if !node.shared || registry.config.idle_ms == 0 || node.refresh_started.load(Ordering::Relaxed)
     {
         return;
     }

@@ -126,10 +126,9 @@ impl<S, F> Opening<S, F> {
                 Ok(bytes) => bytes,
                 Err(rejection) => return rejected(rejection),
             };
-            if peek
-                && let Err(rejection) = check_initialize(config, &bytes) {
-                    return rejected(rejection);
-                }
+            if peek && let Err(rejection) = check_initialize(config, &bytes) {
+                return rejected(rejection);
+            }
             if shared {
                 kept_body = Some(bytes.clone());
             }

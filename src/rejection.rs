@@ -128,9 +128,10 @@ impl Rejection {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientSessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::FactoryFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::TooManySessions(_) | Self::Busy(_) | Self::StoreUnavailable(_) | Self::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::TooManySessions(_)
+            | Self::Busy(_)
+            | Self::StoreUnavailable(_)
+            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

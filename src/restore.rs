@@ -272,7 +272,8 @@ pub(crate) async fn close_everywhere(
 ) -> Response<Bytes> {
     let config = &registry.config;
     let node = Arc::clone(registry.node());
-    let owned = |owner: Option<&Principal>| config.principal.is_none() || owner == principal.as_ref();
+    let owned =
+        |owner: Option<&Principal>| config.principal.is_none() || owner == principal.as_ref();
     match registry.get(id.as_str()) {
         Some(entry) => {
             if !owned(entry.info.principal()) {

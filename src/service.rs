@@ -30,10 +30,10 @@ use crate::hooks::CloseReason;
 use crate::id;
 use crate::mcp;
 use crate::open::Opening;
-use crate::restore::Restoring;
 use crate::policy::CloseKind;
 use crate::registry::{DynEntry, Registry};
 use crate::rejection::{InvalidSessionHeader, Rejection};
+use crate::restore::Restoring;
 use crate::session::Session;
 use crate::sessions::Sessions;
 

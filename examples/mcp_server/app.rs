@@ -70,7 +70,9 @@ use tower_http::trace::TraceLayer;
 use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
 use tower_mcp_session::store::RedisStore;
-use tower_mcp_session::{ClientKey, DataError, Session as LayerSession, SessionInfo, SessionLayer, Sessions};
+use tower_mcp_session::{
+    ClientKey, DataError, Session as LayerSession, SessionInfo, SessionLayer, Sessions,
+};
 
 /// Protocol versions this server speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];

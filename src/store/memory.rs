@@ -163,7 +163,7 @@ impl SessionStore for MemoryStore {
         let slot = Slot {
             record: Some(record.clone()),
             data: HashMap::new(),
-            expires: ttl.map(|ttl| Instant::now() + ttl),
+            expires: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
         };
         self.map().insert(record.id.clone(), slot);
         ready(Ok(()))
@@ -179,7 +179,7 @@ impl SessionStore for MemoryStore {
         let mut map = self.map();
         for id in ids {
             if let Some(slot) = map.get_mut(id).filter(|slot| slot.live(now)) {
-                slot.expires = Some(now + ttl);
+                slot.expires = now.checked_add(ttl);
             }
         }
         ready(Ok(()))
@@ -192,7 +192,9 @@ impl SessionStore for MemoryStore {
     }
 
     fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
-        let value = self.with_slot(id, false, |slot| slot.and_then(|slot| slot.data.get(key).cloned()));
+        let value = self.with_slot(id, false, |slot| {
+            slot.and_then(|slot| slot.data.get(key).cloned())
+        });
         ready(Ok(value))
     }
 
@@ -210,8 +212,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool> {
-        let removed =
-            self.with_slot(id, false, |slot| {
+        let removed = self.with_slot(id, false, |slot| {
             slot.is_some_and(|slot| slot.data.remove(key).is_some())
         });
         ready(Ok(removed))
@@ -229,7 +230,13 @@ impl SessionStore for MemoryStore {
             };
             let current = match slot.data.get(key) {
                 None => 0,
-                Some(text) => text.trim().parse::<i64>().map_err(|_| {
+                // As strict as Redis's HINCRBY: no spaces, no sign `+`.
+                Some(text) if text.starts_with('+') => {
+                    return Err(StoreError::new(format!(
+                        "the value of `{key}` is not an integer"
+                    )));
+                }
+                Some(text) => text.parse::<i64>().map_err(|_| {
                     StoreError::new(format!("the value of `{key}` is not an integer"))
                 })?,
             };
