@@ -30,7 +30,9 @@ pub enum CloseReason {
     /// ([`evict_idlest`](crate::SessionLayer::evict_idlest)).
     Evicted,
     /// Closed by [`Sessions::close`](crate::Sessions::close) or
-    /// [`Sessions::close_where`](crate::Sessions::close_where).
+    /// [`Sessions::close_where`](crate::Sessions::close_where); with a
+    /// [store](crate::SessionLayer::store), also a copy on this node whose record the refresher
+    /// found gone (closed through another node whose bus message this node missed).
     Closed,
     /// Closed by [`Sessions::shutdown`](crate::Sessions::shutdown).
     Shutdown,

@@ -362,20 +362,33 @@ async fn refresher(
         if tokio::time::timeout(interval, notified).await.is_ok() {
             return;
         }
-        let Some(registry) = registry.upgrade() else {
+        let Some(table) = registry.upgrade() else {
             return;
         };
-        let node = Arc::clone(registry.node());
-        let now = registry.now();
+        let node = Arc::clone(table.node());
+        let now = table.now();
         let since = node.refreshed_at.swap(now, Ordering::AcqRel);
-        let ids = registry.used_since(since);
-        drop(registry);
+        let ids = table.used_since(since);
+        drop(table);
         for batch in ids.chunks(1024) {
             // A failed round is retried at the next one, well within the time to live (a
             // quarter of it by default); the outage itself is logged by opens and restores.
-            if let Err(error) = node.store.touch(batch, ttl).await {
-                tracing::debug!(%error, "could not refresh session records");
-                break;
+            match node.store.touch(batch, ttl).await {
+                Ok(gone) => {
+                    // No record any more: closed for good elsewhere (a bus message this node
+                    // missed) or expired. Close this node's copies too.
+                    if !gone.is_empty()
+                        && let Some(table) = registry.upgrade()
+                    {
+                        for id in &gone {
+                            table.close_from_bus(id, CloseReason::Closed);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "could not refresh session records");
+                    break;
+                }
             }
         }
     }

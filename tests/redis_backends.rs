@@ -335,13 +335,18 @@ async fn ttl_is_set_and_touch_refreshes_it() {
     assert!((9_000..=10_000).contains(&ms), "PTTL {ms}");
 
     let missing = new_id();
-    store
+    let gone = store
         .touch(
             &[session.id.clone(), missing.clone()],
             Duration::from_secs(60),
         )
         .await
         .unwrap();
+    assert_eq!(
+        gone.as_slice(),
+        std::slice::from_ref(&missing),
+        "touch reports the id without a record"
+    );
     let ms = pttl(&mut con, &key).await;
     assert!((59_000..=60_000).contains(&ms), "PTTL after touch {ms}");
     assert!(
@@ -349,14 +354,25 @@ async fn ttl_is_set_and_touch_refreshes_it() {
         "touch creates nothing"
     );
 
-    store.touch(&[], Duration::from_secs(1)).await.unwrap();
+    assert!(
+        store
+            .touch(&[], Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // More ids than one pipeline holds.
     let many: Vec<SessionId> = std::iter::repeat_with(new_id)
         .take(2_500)
         .chain([session.id.clone()])
         .collect();
-    store.touch(&many, Duration::from_secs(120)).await.unwrap();
+    let gone = store.touch(&many, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(
+        gone.len(),
+        2_500,
+        "every id but the live one is reported missing"
+    );
     let ms = pttl(&mut con, &key).await;
     assert!(
         (119_000..=120_000).contains(&ms),

@@ -130,7 +130,7 @@ impl SessionStore for TestStore {
         }
     }
 
-    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()> {
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>> {
         self.calls.touch_batches.lock().unwrap().push(ids.len());
         match self.count(&self.calls.touch) {
             Ok(()) => self.inner.touch(ids, ttl),
@@ -1072,4 +1072,32 @@ async fn without_a_store_the_data_map_and_publish_work_within_the_node() {
     let other = open(&node.app).await;
     assert_eq!(ok(&node.app, op(&other, "get", "")).await, "null");
     assert_eq!(ok(&node.app, op(&other, "increment", "")).await, "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_whose_record_is_gone_closes_at_the_next_refresh_even_without_the_bus_message() {
+    // Two nodes on one store but no bus: B never hears of A's DELETE, as when a bus message
+    // is lost (an outage, or a restore racing a DELETE).
+    let store = TestStore::default();
+    let idle = Duration::from_secs(4);
+    let (sa, sb) = (store.clone(), store.clone());
+    let a = Node::build("A", |l| l.store(sa).idle_timeout(idle));
+    let b = Node::build("B", |l| l.store(sb).idle_timeout(idle));
+
+    let id = open(&a.app).await;
+    ok(&b.app, post(&id)).await;
+    assert_eq!(status_of(&a.app, delete(&id)).await, StatusCode::NO_CONTENT);
+    assert!(store.record(&id).await.is_none());
+    // B's copy was used since the last refresh round: the next round (1 s, a quarter of the
+    // idle timeout) finds its record gone and closes it.
+    assert!(
+        b.sessions.contains(&id),
+        "B has not heard of the DELETE yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    run_tasks().await;
+    assert!(!b.sessions.contains(&id), "B closed its copy");
+    assert_eq!(b.closed.all(), [(id.clone(), CloseReason::Closed)]);
+    let (status, _) = answer(&b.app, post(&id)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -174,15 +174,17 @@ impl SessionStore for MemoryStore {
         ready(Ok(record))
     }
 
-    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()> {
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>> {
         let now = Instant::now();
         let mut map = self.map();
+        let mut missing = Vec::new();
         for id in ids {
-            if let Some(slot) = map.get_mut(id).filter(|slot| slot.live(now)) {
-                slot.expires = now.checked_add(ttl);
+            match map.get_mut(id).filter(|slot| slot.live(now)) {
+                Some(slot) => slot.expires = now.checked_add(ttl),
+                None => missing.push(id.clone()),
             }
         }
-        ready(Ok(()))
+        ready(Ok(missing))
     }
 
     fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {

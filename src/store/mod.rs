@@ -139,8 +139,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The record of `id`, or `None` if there is none (never created, deleted, or expired).
     fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>>;
 
-    /// Resets the time to live of each of `ids` that still has a record to `ttl`.
-    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()>;
+    /// Resets the time to live of each of `ids` that still has a record to `ttl`, and returns
+    /// those that have none any more (deleted through another node, or expired): the layer
+    /// then closes its own copies of them, so a close whose bus message this node missed (an
+    /// outage, or a restore racing a DELETE) ends here within one refresh interval.
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>>;
 
     /// Removes the record of `id` and its data map; `true` if there was one.
     fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool>;

@@ -413,20 +413,30 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, ()> {
+    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>> {
         Box::pin(async move {
             let ms = ttl_ms(ttl);
+            let mut missing = Vec::new();
             for chunk in ids.chunks(TOUCH_BATCH) {
                 let mut pipe = redis::pipe();
                 for id in chunk {
-                    pipe.cmd("PEXPIRE").arg(self.key(id)).arg(ms).ignore();
+                    pipe.cmd("PEXPIRE").arg(self.key(id)).arg(ms);
                 }
-                self.run(
-                    |mut con| async move { pipe.exec_async(&mut con).await.map_err(redis_error) },
-                )
-                .await?;
+                // PEXPIRE answers 0 for a key that does not exist.
+                let set: Vec<i64> =
+                    self.run(|mut con| async move {
+                        pipe.query_async(&mut con).await.map_err(redis_error)
+                    })
+                    .await?;
+                missing.extend(
+                    chunk
+                        .iter()
+                        .zip(set)
+                        .filter(|(_, set)| *set == 0)
+                        .map(|(id, _)| id.clone()),
+                );
             }
-            Ok(())
+            Ok(missing)
         })
     }
 
