@@ -9,7 +9,10 @@
 //! - Every later request carries the id; without it the server answers 400, with an id it no
 //!   longer knows 404.
 //! - `MCP-Protocol-Version` is `YYYY-MM-DD`; a missing one on a later request means
-//!   2025-03-26. An invalid one gets 400.
+//!   2025-03-26. An invalid one gets 400 from the layer when the request names a session (or
+//!   repeats the header); without a session id it goes to the inner service, which knows the
+//!   versions it speaks (MCP 2026-07-28 answers an unsupported version with JSON-RPC error
+//!   -32022 and the request's id, which only the server can give).
 //! - MCP 2026-07-28 (SEP-2567) removed sessions: requests declaring that version or a newer
 //!   one pass through to the inner service, and any `Mcp-Session-Id` they carry is ignored.
 
@@ -51,6 +54,15 @@ pub(crate) fn is_sessionless(headers: &HeaderMap) -> Result<bool, Rejection> {
     }
     // Same-length ISO dates compare correctly as bytes.
     Ok(version >= SESSIONLESS_SINCE.as_bytes())
+}
+
+/// Whether `MCP-Protocol-Version` appears at most once.
+pub(crate) fn version_is_single(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(MCP_PROTOCOL_VERSION)
+        .iter()
+        .nth(1)
+        .is_none()
 }
 
 /// Reads a peeked body: `Ok(true)` if it is a JSON-RPC `initialize` request (with a string or

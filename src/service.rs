@@ -2,8 +2,10 @@
 //!
 //! The order of the checks, for each request:
 //!
-//! 1. MCP profile only: a malformed `MCP-Protocol-Version` gets 400; a version at or after
-//!    2026-07-28 is sessionless and goes to the inner service.
+//! 1. MCP profile only: a version at or after 2026-07-28 is sessionless and goes to the inner
+//!    service, and so does a single `MCP-Protocol-Version` that is not a date on a request
+//!    without a session id (the server knows its versions and answers them); a repeated
+//!    header, or a malformed one with a session id, gets 400.
 //! 2. The [`sessionless`](crate::SessionLayer::sessionless) predicate, if any.
 //! 3. MCP profile only: methods other than GET, POST and DELETE get 405.
 //! 4. The session header: repeated or malformed gets 400; absent means the request may open a
@@ -144,8 +146,22 @@ fn session_header<'a>(
 /// Whether the request skips sessions: the MCP protocol-version rule, then the
 /// [`sessionless`](crate::SessionLayer::sessionless) predicate.
 fn sessionless(config: &Config, parts: &Parts) -> Result<bool, Rejection> {
-    if config.mcp && mcp::is_sessionless(&parts.headers)? {
-        return Ok(true);
+    if config.mcp {
+        match mcp::is_sessionless(&parts.headers) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            // A version that is not a date, on a request that names no session: not a
+            // session's business. The server behind the layer knows which versions it
+            // speaks and answers with its own error (MCP 2026-07-28: -32022 with the
+            // request's id and the supported versions), which the layer cannot.
+            Err(Rejection::InvalidProtocolVersion)
+                if mcp::version_is_single(&parts.headers)
+                    && !parts.headers.contains_key(&config.header) =>
+            {
+                return Ok(true);
+            }
+            Err(rejection) => return Err(rejection),
+        }
     }
     Ok(config
         .sessionless

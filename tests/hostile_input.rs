@@ -476,57 +476,74 @@ async fn other_http_methods_are_405() {
 }
 
 #[tokio::test]
-async fn malformed_protocol_version_is_400() {
+async fn malformed_protocol_version_is_400_with_a_session_id_and_the_inner_services_without() {
+    let bad: [&[u8]; 9] = [
+        b"latest",
+        b"",
+        b"2025-11-25 ",
+        b"2025-11",
+        b"2025/11/25",
+        b"2025-11-250",
+        b"\xff\xfe",
+        b"2o25-11-25",
+        b"-2025-11-2",
+    ];
     run(|id| {
         let mut cases = Vec::new();
-        let bad: [&[u8]; 9] = [
-            b"latest",
-            b"",
-            b"2025-11-25 ",
-            b"2025-11",
-            b"2025/11/25",
-            b"2025-11-250",
-            b"\xff\xfe",
-            b"2o25-11-25",
-            b"-2025-11-2",
-        ];
         for version in bad {
-            for with_id in [false, true] {
-                let mut request = if with_id {
-                    post(id, PING)
-                } else {
-                    initialize()
-                };
-                request.headers_mut().insert(
-                    "mcp-protocol-version",
-                    HeaderValue::from_bytes(version).unwrap(),
-                );
-                cases.push(case(
-                    format!("version {version:?}, with id: {with_id}"),
-                    request,
-                    StatusCode::BAD_REQUEST,
-                    SERVER_ERROR,
-                ));
-            }
+            let mut request = post(id, PING);
+            request.headers_mut().insert(
+                "mcp-protocol-version",
+                HeaderValue::from_bytes(version).unwrap(),
+            );
+            cases.push(case(
+                format!("version {version:?}, with id"),
+                request,
+                StatusCode::BAD_REQUEST,
+                SERVER_ERROR,
+            ));
         }
-        let mut repeated = post(id, PING);
-        repeated.headers_mut().append(
-            "mcp-protocol-version",
-            HeaderValue::from_static("2025-11-25"),
-        );
-        repeated.headers_mut().append(
-            "mcp-protocol-version",
-            HeaderValue::from_static("2025-11-25"),
-        );
-        cases.push(case(
-            "repeated version header",
-            repeated,
-            StatusCode::BAD_REQUEST,
-            SERVER_ERROR,
-        ));
+        for with_id in [false, true] {
+            let mut repeated = if with_id {
+                post(id, PING)
+            } else {
+                initialize()
+            };
+            for _ in 0..2 {
+                repeated.headers_mut().append(
+                    "mcp-protocol-version",
+                    HeaderValue::from_static("2025-11-25"),
+                );
+            }
+            cases.push(case(
+                format!("repeated version header, with id: {with_id}"),
+                repeated,
+                StatusCode::BAD_REQUEST,
+                SERVER_ERROR,
+            ));
+        }
         cases
     })
     .await;
+
+    // Without a session id, a single version that is not a date is the server's to answer
+    // (it knows which versions it speaks): the inner service gets it, nothing opens.
+    let h = harness(|layer| layer);
+    let id = open(&h.svc).await;
+    for version in bad {
+        let mut request = initialize();
+        request.headers_mut().insert(
+            "mcp-protocol-version",
+            HeaderValue::from_bytes(version).unwrap(),
+        );
+        let answer = send(&h.svc, request).await;
+        assert_eq!(answer.status, StatusCode::OK, "{version:?}: {answer:?}");
+        assert_eq!(&answer.body[..], b"inner", "{version:?}");
+        assert!(answer.session_id().is_none(), "{version:?}: minted an id");
+    }
+    assert_eq!(h.sessions.len(), 1, "nothing opened");
+    assert!(h.sessions.contains(&id));
+    assert_eq!(h.tracker.created.load(Ordering::SeqCst), 1);
 }
 
 /// A body of `total` bytes produced 64 KiB at a time, counting the bytes the layer pulled.

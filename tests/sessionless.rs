@@ -90,7 +90,7 @@ async fn a_session_id_on_a_modern_request_is_ignored() {
 }
 
 #[tokio::test]
-async fn a_malformed_protocol_version_gets_400() {
+async fn a_malformed_protocol_version_gets_400_with_an_id_and_goes_to_the_inner_service_without() {
     let live = Live::default();
     let layer = SessionLayer::mcp(echo_factory(&live));
     let sessions = layer.sessions();
@@ -106,10 +106,16 @@ async fn a_malformed_protocol_version_gets_400() {
         "2026-07-280",
         "v2026-07-28",
     ] {
-        for req in [initialize(), post(&id), get(&id), delete(&id)] {
+        for req in [post(&id), get(&id), delete(&id)] {
             let resp = send(&app, with_version(req, version)).await;
             assert_rejection(resp, StatusCode::BAD_REQUEST, -32000).await;
         }
+        // Without an id the server behind the layer answers (it knows its versions; MCP
+        // 2026-07-28 wants -32022 with the request's id): nothing opens.
+        let resp = send(&app, with_version(initialize(), version)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{version:?}");
+        assert!(resp.headers().get(SESSION_HEADER).is_none());
+        assert_eq!(body_json(resp).await["inner"], true);
     }
     // The header repeated, even with two valid values.
     let mut req = with_version(post(&id), "2025-11-25");
@@ -181,9 +187,13 @@ async fn the_sessionless_predicate_routes_to_the_inner_service() {
             assert_eq!(body_json(resp).await["inner"], true);
         }
     }
-    // The version rule still comes first: a malformed version is 400 even there.
-    let resp = send(&app, with_version(health(Method::GET, None), "latest")).await;
+    // The version rule still comes first: a malformed version with a session id is 400 even
+    // there; without one it is the inner service's to answer.
+    let resp = send(&app, with_version(health(Method::GET, Some(&id)), "latest")).await;
     assert_rejection(resp, StatusCode::BAD_REQUEST, -32000).await;
+    let resp = send(&app, with_version(health(Method::GET, None), "latest")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_json(resp).await["inner"], true);
 
     // Other paths keep their sessions; the DELETEs above closed nothing.
     assert!(sessions.contains(&id));

@@ -138,6 +138,20 @@ impl Admin {
         self.field("memory", "used_memory").parse().unwrap_or(0)
     }
 
+    /// `used_memory` once two readings 300 ms apart differ by less than 16 KiB (at most 5 s).
+    fn settled_memory(&mut self) -> i64 {
+        let mut last = self.used_memory();
+        for _ in 0..16 {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.used_memory();
+            if (now - last).abs() < 16 * 1024 {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     fn keys(&mut self, prefix: &str) -> Vec<Vec<u8>> {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
@@ -588,9 +602,11 @@ fn run(
     // ---- 5. Redis memory per record (store only, no bus).
     let layer = base().store(redis_store());
     let svc = layer.layer(Noop);
-    let before = admin.used_memory();
+    // The bus connections of part 4 close in the background (Redis then frees their
+    // subscriptions): wait until `used_memory` settles before and after.
+    let before = admin.settled_memory();
     let ids = open_on(rt, &svc, n.records);
-    let after = admin.used_memory();
+    let after = admin.settled_memory();
     let per_record = (after - before) as f64 / n.records as f64;
     let sample: Vec<u64> = ids
         .iter()
