@@ -323,7 +323,6 @@ impl<F> SessionLayer<F> {
         self.with(|c| c.on_close = Some(Arc::new(hook)))
     }
 
-    /// The table of this layer, created with its settings on first use.
     /// Keeps a record of every session in `store`, shared by the nodes of a deployment, so
     /// that sessions survive a restart and span nodes. Default: no store, sessions live only
     /// in this table (as in 0.1) and their [data maps](crate::SessionData) in this process.
@@ -343,10 +342,16 @@ impl<F> SessionLayer<F> {
     /// * Records of sessions used on this node are refreshed in the background, once per
     ///   [`store_refresh_interval`](Self::store_refresh_interval), in batches.
     /// * A close policy request (DELETE) deletes the record and, with a [`bus`](Self::bus),
-    ///   closes the session on every node; so do [`Sessions::close`], eviction and the end of
-    ///   the [lifetime](Self::max_lifetime) (in the background). Idle expiry on one node and
-    ///   [`Sessions::shutdown`] (a rolling deploy) close only this node's copy: the record
-    ///   stays for the others, until its time to live ends.
+    ///   closes the session on every node; so do [`Sessions::close`] and the end of the
+    ///   [lifetime](Self::max_lifetime) (in the background), and eviction unless another node
+    ///   has used the session since this one did (then only this node's copy closes). Idle
+    ///   expiry on one node and [`Sessions::shutdown`] (a rolling deploy) close only this
+    ///   node's copy: the record stays for the others, until its time to live ends.
+    /// * Data-map writes need the record, which is written once the per-session service has
+    ///   answered the opening request: a handler of `initialize` cannot write yet (it gets
+    ///   [`DataError::SessionGone`](crate::DataError::SessionGone)); treat an absent key as
+    ///   its default instead of seeding it. A restore replays `initialize`: handlers of it must
+    ///   not reset data either.
     pub fn store<T: SessionStore>(self, store: T) -> Self {
         let store: Arc<dyn SessionStore> = Arc::new(store);
         self.with(|c| c.store = Some(store))
@@ -363,8 +368,8 @@ impl<F> SessionLayer<F> {
 
     /// The headers of the opening request kept in its [store](Self::store) record and replayed
     /// on restore. Default: `content-type`, `accept` and `mcp-protocol-version`, what an MCP
-    /// server reads of `initialize`. Keep credentials out: the record is readable by anyone
-    /// with access to the store.
+    /// server reads of `initialize`. `authorization`, `cookie` and `proxy-authorization` are
+    /// never kept, even if named: the record is readable by anyone with access to the store.
     pub fn replay_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         let names: Vec<HeaderName> = names.into_iter().collect();
         self.with(|c| c.replay_headers = names)
@@ -372,12 +377,16 @@ impl<F> SessionLayer<F> {
 
     /// How often the records of sessions used on this node have their time to live reset to
     /// the idle timeout, in one batch per round. Default: a quarter of the idle timeout,
-    /// clamped to 100 ms..=30 s (so a record outlives every node's copy of its session). Each
-    /// session costs at most one store command per interval, however many requests it gets.
+    /// clamped to 100 ms..=30 s; never more than half the idle timeout, whatever is set (so a
+    /// record outlives every node's copy of its session). Each session costs at most one
+    /// store command per interval, however many requests it gets. A round also closes this
+    /// node's copies of sessions whose record is gone (closed through another node whose bus
+    /// message this node missed).
     pub fn store_refresh_interval(self, interval: Duration) -> Self {
         self.with(|c| c.store_refresh = Some(interval.max(Duration::from_millis(10))))
     }
 
+    /// The table of this layer, created with its settings on first use.
     fn registry(&self) -> Arc<Registry> {
         Arc::clone(
             self.table

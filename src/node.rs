@@ -25,8 +25,27 @@ use crate::store::{MemoryStore, SessionStore, StoreError};
 pub(crate) const MAILBOX_CAPACITY: usize = 64;
 
 /// Sessions to forget (delete their record, tell the other nodes) that may wait for the
-/// forgetting task; past that, a record is left to its time to live (and logged).
+/// forgetting task; past that, a record is left to its time to live (and logged, once per
+/// overflow).
 const FORGET_QUEUE: usize = 4096;
+
+/// Restores that may wait on the store or a factory at once on one node; past it a restore
+/// answers 503 with `Retry-After`. Bounds what made-up session ids can cost: at most this many
+/// store reads in flight.
+pub(crate) const MAX_RESTORING: usize = 256;
+
+/// One restore of an id in flight: its lock, and the failure it ended with if that holds for
+/// every request of the id (they then get it without asking the store again).
+pub(crate) type Flight = Arc<tokio::sync::Mutex<Option<crate::rejection::Rejection>>>;
+
+/// A session to forget: its record deleted, its close published.
+struct Forget {
+    id: SessionId,
+    reason: CloseReason,
+    /// For an eviction: how long the session had gone unused on this node (minus the refresh
+    /// lag). The record is deleted only if no node has refreshed it more recently.
+    unused_for: Option<Duration>,
+}
 
 /// Store and bus of one session table.
 pub(crate) struct Node {
@@ -42,8 +61,14 @@ pub(crate) struct Node {
     mailboxes: Mutex<HashMap<SessionId, broadcast::Sender<Bytes>>>,
     mailbox_count: AtomicUsize,
     /// Sessions being restored here, one flight each.
-    restoring: Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
-    forget: Mutex<Option<mpsc::Sender<(SessionId, CloseReason)>>>,
+    restoring: Mutex<HashMap<SessionId, Flight>>,
+    pub(crate) restore_permits: tokio::sync::Semaphore,
+    forget: Mutex<Option<mpsc::Sender<Forget>>>,
+    /// Whether the forget queue overflowed since it last had room (logged once per overflow).
+    forget_full: AtomicBool,
+    /// The records' time to live and the refresh interval (for eviction's conditional delete).
+    ttl: Option<Duration>,
+    refresh: Duration,
     store_down: AtomicBool,
     bus_down: AtomicBool,
     /// Table time (ms) of the last refresh round's start.
@@ -81,7 +106,11 @@ impl Node {
             mailboxes: Mutex::default(),
             mailbox_count: AtomicUsize::new(0),
             restoring: Mutex::default(),
+            restore_permits: tokio::sync::Semaphore::new(MAX_RESTORING),
             forget: Mutex::new(None),
+            forget_full: AtomicBool::new(false),
+            ttl: (config.idle_ms != 0).then(|| Duration::from_millis(config.idle_ms)),
+            refresh: refresh_interval(config),
             store_down: AtomicBool::new(false),
             bus_down: AtomicBool::new(false),
             refreshed_at: AtomicU64::new(0),
@@ -121,6 +150,16 @@ impl Node {
         receiver
     }
 
+    /// Drops the mailbox of `id`: every subscription of the session on this node ends.
+    pub(crate) fn drop_mailbox(&self, id: &SessionId) {
+        if self.mailbox_count.load(Ordering::Acquire) != 0 {
+            let mut boxes = lock(&self.mailboxes);
+            if boxes.remove(id).is_some() {
+                self.mailbox_count.store(boxes.len(), Ordering::Release);
+            }
+        }
+    }
+
     /// Hands `message` to the local subscribers of `id`.
     fn deliver(&self, id: &SessionId, message: Bytes) {
         if self.mailbox_count.load(Ordering::Acquire) == 0 {
@@ -148,26 +187,32 @@ impl Node {
         }
     }
 
-    /// A session opened or was restored here: listen to its events.
+    /// A session opened or is being restored here: listen to its events.
     pub(crate) fn opened(&self, id: &SessionId) {
         if let Some(bus) = &self.bus {
             bus.listen(id);
         }
     }
 
-    /// A session closed here. `forward`: it closed here first (not on word from the bus), so
-    /// if it closed for good its record is deleted and the other nodes are told.
-    pub(crate) fn closed(&self, id: &SessionId, reason: CloseReason, forward: bool) {
+    /// A restore that listened to `id` failed: stop listening.
+    pub(crate) fn unlisten(&self, id: &SessionId) {
         if let Some(bus) = &self.bus {
             bus.unlisten(id);
         }
-        if self.mailbox_count.load(Ordering::Acquire) != 0 {
-            let mut boxes = lock(&self.mailboxes);
-            // Dropping the sender ends every subscription of the session on this node.
-            if boxes.remove(id).is_some() {
-                self.mailbox_count.store(boxes.len(), Ordering::Release);
-            }
-        }
+    }
+
+    /// A session closed here. `forward`: it closed here first (not on word from the bus), so
+    /// if it closed for good its record is deleted and the other nodes are told. `unused_for`:
+    /// how long it had gone without a request here (eviction's conditional delete).
+    pub(crate) fn closed(
+        &self,
+        id: &SessionId,
+        reason: CloseReason,
+        forward: bool,
+        unused_for: Duration,
+    ) {
+        self.unlisten(id);
+        self.drop_mailbox(id);
         if let Some(private) = &self.private {
             // The private data-map store: nothing outlives the session.
             if !private.is_empty() {
@@ -176,12 +221,31 @@ impl Node {
             return;
         }
         if forward && reason.ends_everywhere() {
-            self.queue_forget(id, reason);
+            // Eviction frees memory here; it ends the session everywhere only if no other node
+            // has used it since this one did (an attacker's sessions, used nowhere else, go;
+            // a session busy through another node stays). This node's own refresh may have
+            // reset the time to live up to one refresh interval after its last request.
+            let unused_for =
+                (reason == CloseReason::Evicted).then(|| unused_for.saturating_sub(self.refresh));
+            self.queue_forget(Forget {
+                id: id.clone(),
+                reason,
+                unused_for,
+            });
         }
     }
 
     /// Deletes the record of `id` and closes it on the other nodes, off the caller's path.
-    fn queue_forget(&self, id: &SessionId, reason: CloseReason) {
+    pub(crate) fn forget_later(&self, id: &SessionId, reason: CloseReason) {
+        self.queue_forget(Forget {
+            id: id.clone(),
+            reason,
+            unused_for: None,
+        });
+    }
+
+    fn queue_forget(&self, forget_one: Forget) {
+        let id = &forget_one.id;
         let mut forget = lock(&self.forget);
         if forget.is_none() {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -195,43 +259,50 @@ impl Node {
             runtime.spawn(forget_task(
                 Arc::clone(&self.store),
                 self.bus.clone(),
+                self.ttl,
                 receiver,
             ));
             *forget = Some(sender);
         }
-        if let Some(sender) = forget.as_ref()
-            && sender.try_send((id.clone(), reason)).is_err()
-        {
-            tracing::warn!(
-                session = %id.redacted(),
-                "too many closes waiting for the session store: this record is left to its time to live"
-            );
+        let Some(sender) = forget.as_ref() else {
+            return;
+        };
+        match sender.try_send(forget_one) {
+            Ok(()) => {
+                self.forget_full.store(false, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.forget_full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "too many closes waiting for the session store: their records are left \
+                         to their time to live until the queue has room again"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(forget_one)) => {
+                // The runtime that ran the task is gone: start it again on this one.
+                *forget = None;
+                drop(forget);
+                self.queue_forget(forget_one);
+            }
         }
     }
 
-    /// Deletes the record of `id` and tells every node to close it, now (DELETE's path).
-    pub(crate) async fn forget_now(
-        &self,
-        id: &SessionId,
-        reason: CloseReason,
-    ) -> Result<bool, StoreError> {
-        let deleted = self.store.delete(id).await;
-        self.store_health(&deleted);
-        let deleted = deleted?;
+    /// Tells every node that holds `id` to close it (DELETE's path, after the record is gone).
+    pub(crate) async fn publish_closed(&self, id: &SessionId, reason: CloseReason) {
         if let Some(bus) = &self.bus {
             let result = bus.publish(id, BusEvent::Closed(reason)).await;
             self.bus_health(&result);
         }
-        Ok(deleted)
     }
 
     /// The single-flight lock of restoring `id` on this node.
-    pub(crate) fn restore_lock(&self, id: &SessionId) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn restore_lock(&self, id: &SessionId) -> Flight {
         Arc::clone(lock(&self.restoring).entry(id.clone()).or_default())
     }
 
     /// Drops the restore lock of `id` once no other request waits on it.
-    pub(crate) fn restore_done(&self, id: &SessionId, flight: &Arc<tokio::sync::Mutex<()>>) {
+    pub(crate) fn restore_done(&self, id: &SessionId, flight: &Flight) {
         let mut restoring = lock(&self.restoring);
         // The map's handle and the caller's: nobody else waits.
         if Arc::strong_count(flight) <= 2
@@ -297,11 +368,26 @@ fn connect(bus: &dyn SessionBus, registry: Weak<Registry>) -> Arc<dyn BusConnect
 async fn forget_task(
     store: Arc<dyn SessionStore>,
     bus: Option<Arc<dyn BusConnection>>,
-    mut queue: mpsc::Receiver<(SessionId, CloseReason)>,
+    ttl: Option<Duration>,
+    mut queue: mpsc::Receiver<Forget>,
 ) {
-    while let Some((id, reason)) = queue.recv().await {
-        if let Err(error) = store.delete(&id).await {
-            tracing::debug!(%error, session = %id.redacted(), "could not delete a session record; it expires by its time to live");
+    while let Some(Forget {
+        id,
+        reason,
+        unused_for,
+    }) = queue.recv().await
+    {
+        let deleted = match (unused_for, ttl) {
+            (Some(unused_for), Some(ttl)) => store.delete_if_unused(&id, ttl, unused_for).await,
+            _ => store.delete(&id).await,
+        };
+        match deleted {
+            // Used through another node since: it lives on there; nothing to tell.
+            Ok(false) if unused_for.is_some() => continue,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, session = %id.redacted(), "could not delete a session record; it expires by its time to live");
+            }
         }
         if let Some(bus) = &bus
             && let Err(error) = bus.publish(&id, BusEvent::Closed(reason)).await
@@ -312,20 +398,27 @@ async fn forget_task(
 }
 
 /// The refresh interval: the configured one, or a quarter of the idle timeout clamped to
-/// 100 ms..=30 s.
+/// 100 ms..=30 s; never more than half the idle timeout (a record must be refreshed well
+/// before its time to live ends).
 pub(crate) fn refresh_interval(config: &Config) -> Duration {
-    config.store_refresh.unwrap_or_else(|| {
+    let interval = config.store_refresh.unwrap_or_else(|| {
         Duration::from_millis(config.idle_ms / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(30))
-    })
+    });
+    if config.idle_ms == 0 {
+        return interval;
+    }
+    interval.min(Duration::from_millis(config.idle_ms / 2).max(Duration::from_millis(1)))
 }
 
 /// Starts the refresher of a table with a shared store and an idle timeout, once, on the
 /// current tokio runtime (without one, records keep the time to live they were created with).
 pub(crate) fn ensure_refresher(registry: &Arc<Registry>) {
+    if !registry.shared || registry.config.idle_ms == 0 {
+        return;
+    }
     let node = registry.node();
-    if !node.shared || registry.config.idle_ms == 0 || node.refresh_started.load(Ordering::Relaxed)
-    {
+    if node.refresh_started.load(Ordering::Relaxed) {
         return;
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else {

@@ -35,6 +35,7 @@ use tower_service::Service;
 use crate::body::{BoxError, RequestBody, SessionGuard};
 use crate::config::Config;
 use crate::factory::SessionFactory;
+use crate::hooks::CloseReason;
 use crate::id::SessionId;
 use crate::info::{Principal, SessionInfo};
 use crate::policy::OpenKind;
@@ -203,11 +204,19 @@ impl<S, F> Opening<S, F> {
             let node = registry.node();
             let created = node.store.create(&record, record_ttl(config)).await;
             node.store_health(&created);
-            if created.is_err() {
-                return rejected(Rejection::StoreUnavailable(config.retry_after));
+            match created {
+                Ok(true) => {}
+                // Another node holds a session with this id (an id generator that repeats
+                // itself): its record is left alone.
+                Ok(false) => return rejected(refusal(config, Refusal::Collision)),
+                Err(_) => return rejected(Rejection::StoreUnavailable(config.retry_after)),
             }
         }
         if let Err(why) = registry.commit(&entry, reservation) {
+            if registry.node().shared {
+                // Written above, never to be used: no client got the id.
+                registry.node().forget_later(info.id(), CloseReason::Closed);
+            }
             return rejected(refusal(config, why));
         }
         registry.announce(&entry);
@@ -259,11 +268,21 @@ pub(crate) fn record_ttl(config: &Config) -> Option<std::time::Duration> {
 fn replay_headers(config: &Config, headers: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::new();
     for name in &config.replay_headers {
+        // Credentials never go into a record, whatever the configuration names.
+        if is_credential(name) {
+            continue;
+        }
         for value in headers.get_all(name) {
             kept.append(name.clone(), value.clone());
         }
     }
     kept
+}
+
+/// Headers that carry credentials: never kept in a store record.
+fn is_credential(name: &http::HeaderName) -> bool {
+    use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
+    *name == AUTHORIZATION || *name == COOKIE || *name == PROXY_AUTHORIZATION
 }
 
 /// An opening request's body must be an `initialize` request (MCP profile).

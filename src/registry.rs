@@ -149,6 +149,13 @@ impl<T> Entry<T> {
             slot,
         }
     }
+
+    /// The entry with its opening moved back to `opened` (table ms): a restored session's
+    /// lifetime counts from its creation on another node.
+    pub(crate) fn opened_at(mut self, opened: u64) -> Self {
+        self.opened = opened;
+        self
+    }
 }
 
 impl<T: ?Sized> Entry<T> {
@@ -339,6 +346,8 @@ pub(crate) struct Registry {
     pub(crate) config: Config,
     pub(crate) sweeper: SweeperState,
     node: Arc<Node>,
+    /// Whether the table has a shared store (checked on every request: kept inline here).
+    pub(crate) shared: bool,
     /// No session can end by time before this (ms since the epoch), as of the last full pass.
     next_end: AtomicU64,
     /// When an opening request last scanned a full table (ms since the epoch; 0: never).
@@ -362,6 +371,7 @@ impl Registry {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         Arc::new_cyclic(|registry| Self {
             node: Arc::new(Node::new(&config, registry.clone())),
+            shared: config.store.is_some(),
             shards: (0..SHARDS)
                 .map(|_| Shard(RwLock::new(HashTable::new())))
                 .collect(),
@@ -559,6 +569,7 @@ impl Registry {
             closed.sort_unstable_by_key(|(entry, _)| Arc::as_ptr(entry).cast::<()>() as usize);
         }
         let keys = self.per_principal.is_some() || self.per_client.is_some();
+        let now = self.now();
         let hook = self.config.on_close.is_some();
         let debug = tracing::enabled!(tracing::Level::DEBUG);
         for (entry, reason) in closed {
@@ -572,7 +583,13 @@ impl Registry {
                 self.on_closed(&entry, reason);
             }
             let forward = !entry.closed_by_bus.load(Ordering::Acquire);
-            self.node.closed(entry.info.id(), reason, forward);
+            let unused_for = now.saturating_sub(entry.last_request.load(Ordering::Relaxed));
+            self.node.closed(
+                entry.info.id(),
+                reason,
+                forward,
+                Duration::from_millis(unused_for),
+            );
         }
         n
     }

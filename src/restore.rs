@@ -13,8 +13,15 @@
 //!    per-session service with the session's recorded id, principal and creation time, and the
 //!    recorded opening request is replayed into it; with the MCP profile it is followed by
 //!    `notifications/initialized` (MCP 2025-11-25, Lifecycle). Their answers are read and
-//!    discarded, within [`REPLAY_TIMEOUT`] each. A replay the service refuses (not 2xx)
-//!    leaves nothing stored and answers 404: the client starts a new session.
+//!    discarded, within [`REPLAY_TIMEOUT`] in all (past it: 503). A replay the service refuses
+//!    (not 2xx) leaves nothing stored, forgets the record and answers 404: the client starts a
+//!    new session.
+//! 5. Bounds: at most [`MAX_RESTORING`](crate::node) restores wait on the store or a factory
+//!    at once on a node (past it: 503 with `Retry-After`), so made-up ids cost a bounded number
+//!    of store reads in flight; a session's lifetime counts from its creation, not from the
+//!    restore (one past its [`max_lifetime`](crate::SessionLayer::max_lifetime) is
+//!    forgotten, 404); a failed restore (no record, store down) answers every request that
+//!    waited for it at once, without another store read each.
 //! 4. The session is stored, `on_open` runs on this node, and the client's request is routed.
 
 use std::future::poll_fn;
@@ -33,6 +40,7 @@ use crate::factory::SessionFactory;
 use crate::hooks::CloseReason;
 use crate::id::SessionId;
 use crate::info::{Principal, SessionInfo};
+use crate::node::{Flight, Node};
 use crate::open::{Opened, refusal};
 use crate::registry::{DynEntry, Entry, Registry, Stored};
 use crate::rejection::Rejection;
@@ -40,7 +48,8 @@ use crate::service::{Req, reject, routed_service};
 use crate::session::Session;
 use crate::store::SessionRecord;
 
-/// How long the answer to each replayed request may take to be read to its end.
+/// How long the replay of a session's opening (the requests and reading their answers to the
+/// end) may take; past it the restore answers 503 with `Retry-After`.
 pub(crate) const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `notifications/initialized` sent after a replayed MCP `initialize`.
@@ -51,6 +60,44 @@ pub(crate) struct Restoring<S, F> {
     pub(crate) inner: S,
     pub(crate) factory: F,
     pub(crate) registry: Arc<Registry>,
+}
+
+/// Why a restore did not produce a session: the rejection, and whether it holds for every
+/// request of the id right now (no record, store down) and so is shared with the requests that
+/// waited for this restore, or only for this request (another principal's).
+struct Failed {
+    rejection: Rejection,
+    shared: bool,
+}
+
+impl Failed {
+    fn shared(rejection: Rejection) -> Self {
+        Self {
+            rejection,
+            shared: true,
+        }
+    }
+
+    fn own(rejection: Rejection) -> Self {
+        Self {
+            rejection,
+            shared: false,
+        }
+    }
+}
+
+/// One restore of an id in flight on this node; gives its place back when dropped, also when
+/// the request is dropped mid-way (client gone, a timeout layer).
+struct FlightGuard<'a> {
+    node: &'a Node,
+    id: &'a SessionId,
+    flight: Flight,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.node.restore_done(self.id, &self.flight);
+    }
 }
 
 impl<S, F> Restoring<S, F> {
@@ -70,102 +117,179 @@ impl<S, F> Restoring<S, F> {
         B::Error: Into<BoxError>,
         SB: Body,
     {
-        let node = Arc::clone(self.registry.node());
-        let flight = node.restore_lock(&id);
-        let result = {
-            let _one_at_a_time = flight.lock().await;
-            self.restore(parts, body, principal, &id).await
+        let registry = Arc::clone(&self.registry);
+        let config = &registry.config;
+        let node = Arc::clone(registry.node());
+        let guard = FlightGuard {
+            node: &node,
+            id: &id,
+            flight: node.restore_lock(&id),
         };
-        node.restore_done(&id, &flight);
-        result
+        let mut outcome = guard.flight.lock().await;
+        // The restore this request waited for failed for every request of the id.
+        if let Some(rejection) = outcome.clone() {
+            return Ok(Opened::Rejected(reject(config, rejection)));
+        }
+        let owns = |entry: &DynEntry| {
+            config.principal.is_none() || entry.info.principal() == principal.as_ref()
+        };
+        // Restored by the request this one waited for?
+        let session = match registry.acquire(id.as_str(), owns) {
+            Some(entry) => Ok(SessionGuard::new(entry, registry.epoch())),
+            None => match self.restore(&parts, principal.as_ref(), &id).await? {
+                Ok(guard) => Ok(guard),
+                Err(failed) => {
+                    if failed.shared {
+                        *outcome = Some(failed.rejection.clone());
+                    }
+                    Err(failed.rejection)
+                }
+            },
+        };
+        drop(outcome);
+        drop(guard);
+        match session {
+            Ok(session) => route::<F::Service, B, SB, S::Error>(config, session, parts, body).await,
+            Err(rejection) => Ok(Opened::Rejected(reject(config, rejection))),
+        }
     }
 
+    /// Loads the record of `id`, rebuilds the session and stores it; the session's guard
+    /// counts the client's request in flight.
     async fn restore<B, SB>(
         self,
-        parts: Parts,
-        body: B,
-        principal: Option<Principal>,
+        parts: &Parts,
+        principal: Option<&Principal>,
         id: &SessionId,
-    ) -> Result<Opened<Response<SB>>, S::Error>
+    ) -> Result<Result<SessionGuard, Failed>, S::Error>
     where
         S: Service<Req<B>>,
         F: SessionFactory<S>,
         F::Service: Service<Req<B>, Response = Response<SB>> + Clone + Send + Sync + 'static,
         <F::Service as Service<Req<B>>>::Error: Into<S::Error>,
-        B: Body<Data = Bytes>,
-        B::Error: Into<BoxError>,
+        SB: Body,
+    {
+        let registry = Arc::clone(&self.registry);
+        let config = &registry.config;
+        if registry.is_shut_down() {
+            return Ok(Err(Failed::shared(Rejection::ShuttingDown)));
+        }
+        let node = registry.node();
+        // Restores waiting on the store or a factory at once, over all ids: an unauthenticated
+        // client sending made-up ids costs at most this many store reads in flight.
+        let Ok(_permit) = node.restore_permits.try_acquire() else {
+            return Ok(Err(Failed::own(Rejection::Busy(config.retry_after))));
+        };
+        // Listen before reading the record: a close published from now on reaches this node
+        // (once the bus has the subscription in place; the refresher catches any it misses).
+        node.opened(id);
+        let restored = self.rebuild(parts, principal, id).await;
+        if !matches!(restored, Ok(Ok(_))) {
+            node.unlisten(id);
+        }
+        restored
+    }
+
+    async fn rebuild<B, SB>(
+        self,
+        parts: &Parts,
+        principal: Option<&Principal>,
+        id: &SessionId,
+    ) -> Result<Result<SessionGuard, Failed>, S::Error>
+    where
+        S: Service<Req<B>>,
+        F: SessionFactory<S>,
+        F::Service: Service<Req<B>, Response = Response<SB>> + Clone + Send + Sync + 'static,
+        <F::Service as Service<Req<B>>>::Error: Into<S::Error>,
         SB: Body,
     {
         let registry = &*self.registry;
         let config = &registry.config;
-        let rejected = |rejection| Ok(Opened::Rejected(reject(config, rejection)));
-        let owns = |entry: &DynEntry| {
-            config.principal.is_none() || entry.info.principal() == principal.as_ref()
-        };
-        // Restored by the request this one waited for?
-        if let Some(entry) = registry.acquire(id.as_str(), owns) {
-            let guard = SessionGuard::new(entry, registry.epoch());
-            return route::<F::Service, B, SB, S::Error>(config, guard, parts, body).await;
-        }
-        if registry.is_shut_down() {
-            return rejected(Rejection::ShuttingDown);
-        }
         let node = registry.node();
         let loaded = node.store.load(id).await;
         node.store_health(&loaded);
         let record = match loaded {
-            Err(_) => return rejected(Rejection::StoreUnavailable(config.retry_after)),
-            Ok(None) => return rejected(Rejection::SessionNotFound),
+            Err(_) => {
+                return Ok(Err(Failed::shared(Rejection::StoreUnavailable(
+                    config.retry_after,
+                ))));
+            }
+            Ok(None) => return Ok(Err(Failed::shared(Rejection::SessionNotFound))),
             Ok(Some(record)) => record,
         };
-        if config.principal.is_some() && record.principal != principal {
-            return rejected(Rejection::SessionNotFound);
+        if config.principal.is_some() && record.principal.as_ref() != principal {
+            return Ok(Err(Failed::own(Rejection::SessionNotFound)));
         }
-        let client = config.client_key.as_ref().and_then(|key| key(&parts));
-        let reservation = match self
-            .registry
-            .reserve(record.principal.clone(), client.clone())
-        {
+        // The lifetime counts from the session's creation, wherever it was restored since.
+        let age_ms = wall_ms().saturating_sub(record.created_ms);
+        if config.lifetime_ms != 0 && age_ms >= config.lifetime_ms {
+            node.forget_later(id, CloseReason::LifetimeEnded);
+            return Ok(Err(Failed::shared(Rejection::SessionNotFound)));
+        }
+        let client = config.client_key.as_ref().and_then(|key| key(parts));
+        let reservation = match self.registry.reserve(record.principal.clone(), client) {
             Ok(reservation) => reservation,
-            Err(why) => return rejected(refusal(config, why)),
+            Err(why) => return Ok(Err(Failed::own(refusal(config, why)))),
         };
         let info = SessionInfo::restored(id.clone(), record.principal.clone(), record.created_ms);
         let (service, state) = match self.factory.make_session(info.clone(), self.inner).await {
             Ok(made) => made,
             Err(error) => {
                 tracing::error!(%error, session = %id.redacted(), "session factory failed while restoring");
-                return rejected(Rejection::FactoryFailed);
+                return Ok(Err(Failed::own(Rejection::FactoryFailed)));
             }
         };
-        let entry: Arc<DynEntry> = Arc::new(Entry::new(
-            info,
-            Arc::clone(node),
-            reservation.client().cloned(),
-            Stored {
-                service: service.clone(),
-                state,
-            },
-            registry.now(),
-        ));
+        let now = registry.now();
+        let entry: Arc<DynEntry> = Arc::new(
+            Entry::new(
+                info,
+                Arc::clone(node),
+                reservation.client().cloned(),
+                Stored {
+                    service: service.clone(),
+                    state,
+                },
+                now,
+            )
+            .opened_at(now.saturating_sub(age_ms)),
+        );
         let mut guard = SessionGuard::new(Arc::clone(&entry), registry.epoch());
         guard.waited();
         let mut service = service;
-        match replay(config.mcp, &config.header, &mut service, &entry, &record).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(session = %id.redacted(), "the per-session service refused the replayed opening request; answering 404");
-                return rejected(Rejection::SessionNotFound);
+        let replayed = tokio::time::timeout(
+            REPLAY_TIMEOUT,
+            replay(config.mcp, &config.header, &mut service, &entry, &record),
+        )
+        .await;
+        match replayed {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                // The service will never accept this record: forget it, so that no node
+                // rebuilds a session just to refuse it again.
+                tracing::warn!(session = %id.redacted(), "the per-session service refused the replayed opening request; the session is forgotten (404)");
+                node.forget_later(id, CloseReason::Closed);
+                return Ok(Err(Failed::shared(Rejection::SessionNotFound)));
             }
-            Err(error) => return Err(error.into()),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => {
+                tracing::warn!(session = %id.redacted(), "the per-session service did not answer the replayed opening request in time");
+                return Ok(Err(Failed::own(Rejection::Busy(config.retry_after))));
+            }
         }
         if let Err(why) = registry.commit(&entry, reservation) {
-            return rejected(refusal(config, why));
+            return Ok(Err(Failed::own(refusal(config, why))));
         }
         registry.announce(&entry);
-        node.opened(id);
         tracing::debug!(session = %id.redacted(), "session restored from the store");
-        route::<F::Service, B, SB, S::Error>(config, guard, parts, body).await
+        Ok(Ok(guard))
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Replays the recorded opening request (and, for MCP, `notifications/initialized`) into a
@@ -223,14 +347,12 @@ where
     service.call(request).await
 }
 
-/// Reads an answer to its end (or for [`REPLAY_TIMEOUT`]) and drops it.
+/// Reads an answer to its end and drops it (the whole replay is bounded by
+/// [`REPLAY_TIMEOUT`]).
 async fn drain<SB: Body>(response: Response<SB>) {
     let mut body = std::pin::pin!(response.into_body());
-    let read = async {
-        // Each frame is dropped as it comes: nothing of the answer is kept.
-        while body.frame().await.is_some_and(|frame| frame.is_ok()) {}
-    };
-    let _ = tokio::time::timeout(REPLAY_TIMEOUT, read).await;
+    // Each frame is dropped as it comes: nothing of the answer is kept.
+    while body.frame().await.is_some_and(|frame| frame.is_ok()) {}
 }
 
 /// Routes a request to the session `guard` holds, as the hot path does.
@@ -274,13 +396,20 @@ pub(crate) async fn close_everywhere(
     let node = Arc::clone(registry.node());
     let owned =
         |owner: Option<&Principal>| config.principal.is_none() || owner == principal.as_ref();
-    match registry.get(id.as_str()) {
-        Some(entry) => {
-            if !owned(entry.info.principal()) {
-                return reject(config, Rejection::SessionNotFound);
-            }
-            registry.close_here(&entry, CloseReason::Deleted);
+    // No restore of this id runs on this node meanwhile: none can bring back what this
+    // deletes.
+    let guard = FlightGuard {
+        node: &node,
+        id: &id,
+        flight: node.restore_lock(&id),
+    };
+    let mut outcome = guard.flight.lock().await;
+    let local = registry.get(id.as_str());
+    match &local {
+        Some(entry) if !owned(entry.info.principal()) => {
+            return reject(config, Rejection::SessionNotFound);
         }
+        Some(_) => {}
         None => {
             let loaded = node.store.load(&id).await;
             node.store_health(&loaded);
@@ -294,12 +423,20 @@ pub(crate) async fn close_everywhere(
             }
         }
     }
-    match node.forget_now(&id, CloseReason::Deleted).await {
-        Ok(_) => {
-            let mut response = Response::new(Bytes::new());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            response
-        }
-        Err(_) => reject(config, Rejection::StoreUnavailable(config.retry_after)),
+    // The record first: once it is gone no node can restore the session, then the copies.
+    let deleted = node.store.delete(&id).await;
+    node.store_health(&deleted);
+    if deleted.is_err() {
+        return reject(config, Rejection::StoreUnavailable(config.retry_after));
     }
+    if let Some(entry) = &local {
+        registry.close_here(entry, CloseReason::Deleted);
+    }
+    node.publish_closed(&id, CloseReason::Deleted).await;
+    *outcome = Some(Rejection::SessionNotFound);
+    drop(outcome);
+    drop(guard);
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
 }

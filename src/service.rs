@@ -256,7 +256,7 @@ where
             Ok(Some(id)) => id,
         };
         match claim {
-            Some(Ok(())) if self.registry.node().shared => {
+            Some(Ok(())) if self.registry.shared => {
                 let Ok(id) = id::SessionId::parse(id) else {
                     return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
                 };
@@ -271,7 +271,8 @@ where
             None => {}
         }
         let Some(entry) = self.registry.acquire(id, owns) else {
-            if !self.registry.node().shared {
+            // Not shared, or live here but another principal's: 404 without asking the store.
+            if !self.registry.shared || self.registry.contains_key(id) {
                 return ResponseFuture::ready(reject(config, Rejection::SessionNotFound));
             }
             // Not live here: restore it from the store (boxed, off the hot path).

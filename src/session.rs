@@ -55,9 +55,14 @@ impl Session {
     /// The messages published to this session from now on, as this node receives them (see
     /// [`Subscription`]); e.g. what a GET SSE stream sends.
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            receiver: self.entry.node.subscribe(self.entry.info.id()),
+        let id = self.entry.info.id();
+        let receiver = self.entry.node.subscribe(id);
+        // Closed meanwhile: its close may have dropped the mailbox before this made a new
+        // one, which nobody would drop. (Checked after, so one of the two drops it.)
+        if self.entry.is_closed() {
+            self.entry.node.drop_mailbox(id);
         }
+        Subscription { receiver }
     }
 
     /// Sends `message` to every [subscription](Self::subscribe) of this session: on every node

@@ -57,8 +57,9 @@ impl Sessions {
         entry.slot.state().downcast_ref::<T>().cloned()
     }
 
-    /// The data map of session `id` (see [`SessionData`]). Operations on a session with no
-    /// record answer [`DataError::SessionGone`](crate::DataError::SessionGone).
+    /// The data map of session `id` (see [`SessionData`]). Writes to a session with no record
+    /// answer [`DataError::SessionGone`](crate::DataError::SessionGone); reads find nothing
+    /// (`Ok(None)`, `Ok(false)`).
     pub fn data(&self, id: &SessionId) -> SessionData {
         SessionData {
             id: id.clone(),

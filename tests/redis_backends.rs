@@ -397,10 +397,74 @@ async fn record_without_ttl_does_not_expire() {
             .await
             .unwrap()
     );
-    // Created again without a TTL: a fresh record, no expiry, no data left over.
-    store.create(&session, None).await.unwrap();
+    // An id that has a record is never written over: the record, its TTL and data stay.
+    assert!(!store.create(&session, None).await.unwrap());
+    assert!(pttl(&mut con, &key).await > 0);
+    assert_eq!(
+        store.data_get(&session.id, "k").await.unwrap().as_deref(),
+        Some("1")
+    );
+    // Created again (after a delete) without a TTL: a fresh record, no expiry, no data left
+    // over.
+    assert!(store.delete(&session.id).await.unwrap());
+    assert!(store.create(&session, None).await.unwrap());
     assert_eq!(pttl(&mut con, &key).await, -1);
     assert_eq!(store.data_get(&session.id, "k").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn delete_if_unused_spares_a_record_refreshed_since() {
+    let (scope, mut con) = Scope::new().await;
+    let store = scope.store();
+    let ttl = Duration::from_secs(60);
+    let session = record(&new_id(), None);
+    let key = scope.key(&session.id);
+    assert!(store.create(&session, Some(ttl)).await.unwrap());
+    // Refreshed just now (remaining ~60 s): unused for 10 s on the evicting node means
+    // another node refreshed it since.
+    assert!(
+        !store
+            .delete_if_unused(&session.id, ttl, Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    assert!(pttl(&mut con, &key).await > 0, "kept");
+    // Last refreshed 20 s ago (remaining 40 s) while unused for 30 s on the evicting node:
+    // someone else refreshed it since — kept.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(40_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .delete_if_unused(&session.id, ttl, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    // Last refreshed 40 s ago (remaining 20 s), unused for 30 s: nobody refreshed it since
+    // this node last used it — deleted.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(20_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_if_unused(&session.id, ttl, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert_eq!(pttl(&mut con, &key).await, -2, "deleted");
+    // No record: nothing to delete.
+    assert!(
+        !store
+            .delete_if_unused(&session.id, ttl, Duration::ZERO)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

@@ -61,6 +61,8 @@ struct Calls {
     data: AtomicUsize,
     /// The number of ids in each `touch` batch.
     touch_batches: Mutex<Vec<usize>>,
+    /// How long each `load` takes (tokio's clock).
+    load_delay: Mutex<Duration>,
 }
 
 /// A [`MemoryStore`] that counts every call made through it and, while switched down, fails
@@ -116,18 +118,33 @@ fn failed<'a, T: Send + 'a>(error: StoreError) -> StoreFuture<'a, T> {
 }
 
 impl SessionStore for TestStore {
-    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()> {
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, bool> {
         match self.count(&self.calls.create) {
             Ok(()) => self.inner.create(record, ttl),
             Err(error) => failed(error),
         }
     }
 
-    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
-        match self.count(&self.calls.load) {
-            Ok(()) => self.inner.load(id),
+    fn delete_if_unused<'a>(
+        &'a self,
+        id: &'a SessionId,
+        ttl: Duration,
+        unused_for: Duration,
+    ) -> StoreFuture<'a, bool> {
+        match self.count(&self.calls.delete) {
+            Ok(()) => self.inner.delete_if_unused(id, ttl, unused_for),
             Err(error) => failed(error),
         }
+    }
+
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
+        let delay = *self.calls.load_delay.lock().unwrap();
+        let counted = self.count(&self.calls.load);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            counted?;
+            self.inner.load(id).await
+        })
     }
 
     fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>> {
@@ -1100,4 +1117,78 @@ async fn a_copy_whose_record_is_gone_closes_at_the_next_refresh_even_without_the
     assert_eq!(b.closed.all(), [(id.clone(), CloseReason::Closed)]);
     let (status, _) = answer(&b.app, post(&id)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_keeps_a_session_that_another_node_has_used_since() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let idle = Duration::from_secs(4);
+    let a = deployment.node("A", |l| {
+        l.idle_timeout(idle).max_sessions(1).evict_idlest(true)
+    });
+    let b = deployment.node("B", |l| l.idle_timeout(idle));
+
+    let first = open(&a.app).await;
+    // The client carries on through B for 3.5 s; B's refresher (every second) keeps the
+    // record's time to live fresh, A's copy sits idle.
+    for _ in 0..7 {
+        ok(&b.app, post(&first)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run_tasks().await;
+    }
+    let second = open(&a.app).await;
+    assert_eq!(a.closed.all(), [(first.clone(), CloseReason::Evicted)]);
+    run_tasks().await;
+    // A freed its memory; the session lives on through B, record and all.
+    assert!(store.record(&first).await.is_some(), "the record stays");
+    assert!(b.closed.all().is_empty(), "B's copy stays open");
+    ok(&b.app, post(&first)).await;
+    assert!(store.record(&second).await.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_restore_answers_everyone_who_waited_for_it_with_one_store_read() {
+    let deployment = Deployment::default();
+    let b = deployment.node("B", |l| l);
+    *deployment.store.calls.load_delay.lock().unwrap() = Duration::from_millis(100);
+    let unknown = "0b5e3f2a-1111-4222-8333-944445555666";
+    let requests = (0..20).map(|_| {
+        let app = b.app.clone();
+        async move { answer(&app, post(unknown)).await.0 }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::NOT_FOUND));
+    assert_eq!(deployment.store.calls().load, 1, "one read for 20 requests");
+}
+
+// On the real clock: a session's age across nodes is wall-clock time (its record's creation
+// time), which tokio's paused clock does not move.
+#[tokio::test]
+async fn a_restored_session_keeps_the_lifetime_it_had_from_its_creation() {
+    let deployment = Deployment::default();
+    let lifetime = Duration::from_secs(2);
+    let a = deployment.node("A", |l| l.max_lifetime(lifetime));
+    let b = deployment.node("B", |l| l.max_lifetime(lifetime));
+    let id = open(&a.app).await;
+    // Created on A; restored on B 1 s later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ok(&b.app, post(&id)).await;
+    // 2.3 s after its creation (1.3 s after the restore) it has ended on B too, instead of
+    // living a fresh lifetime there.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    assert_eq!(b.closed.all(), [(id.clone(), CloseReason::LifetimeEnded)]);
+}
+
+#[tokio::test]
+async fn a_session_live_here_under_another_principal_is_404_without_a_store_read() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l.principal(user_of));
+    let resp = send(&a.app, as_user("alice", initialize())).await;
+    let id = session_id_of(&resp).unwrap();
+    body_string(resp).await;
+    let loads = deployment.store.calls().load;
+    assert_not_found(send(&a.app, as_user("bob", post(&id))).await).await;
+    assert_eq!(deployment.store.calls().load, loads);
 }

@@ -30,6 +30,8 @@ struct Inner {
     map: Mutex<HashMap<SessionId, Slot>>,
     /// `map.len()`, readable without the lock.
     len: AtomicUsize,
+    /// The map's length after the last purge of expired records.
+    purged_at: AtomicUsize,
     /// Private to one table without a store: data-map writes create the session's slot.
     upsert: bool,
 }
@@ -66,6 +68,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 map: Mutex::default(),
                 len: AtomicUsize::new(0),
+                purged_at: AtomicUsize::new(0),
                 upsert: true,
             }),
         }
@@ -159,14 +162,51 @@ fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
 }
 
 impl SessionStore for MemoryStore {
-    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()> {
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, bool> {
+        let now = Instant::now();
+        let mut map = self.map();
+        // Expired records are dropped now and then, so that a long-running process does not
+        // keep them: whenever the map has doubled since the last purge.
+        if map.len() >= 2 * self.inner.purged_at.load(Ordering::Relaxed).max(512) {
+            map.retain(|_, slot| slot.live(now));
+            self.inner.purged_at.store(map.len(), Ordering::Relaxed);
+        }
+        if map.get(&record.id).is_some_and(|slot| slot.live(now)) {
+            return ready(Ok(false));
+        }
         let slot = Slot {
             record: Some(record.clone()),
             data: HashMap::new(),
-            expires: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
+            expires: ttl.and_then(|ttl| now.checked_add(ttl)),
         };
-        self.map().insert(record.id.clone(), slot);
-        ready(Ok(()))
+        map.insert(record.id.clone(), slot);
+        ready(Ok(true))
+    }
+
+    fn delete_if_unused<'a>(
+        &'a self,
+        id: &'a SessionId,
+        ttl: Duration,
+        unused_for: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let now = Instant::now();
+        let mut map = self.map();
+        let deleted = match map.get(id) {
+            None => false,
+            Some(slot) if !slot.live(now) => {
+                map.remove(id);
+                false
+            }
+            Some(slot) => {
+                let remaining = slot.expires.map(|at| at.saturating_duration_since(now));
+                let unused = remaining.is_none_or(|left| left <= ttl.saturating_sub(unused_for));
+                if unused {
+                    map.remove(id);
+                }
+                unused
+            }
+        };
+        ready(Ok(deleted))
     }
 
     fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {

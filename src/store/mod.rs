@@ -133,8 +133,10 @@ impl std::error::Error for StoreError {
 /// Every method must finish in bounded time (a backend applies its own timeout and answers
 /// [`StoreError`] past it) and must not panic.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new record with a time to live of `ttl` (`None`: no expiry).
-    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()>;
+    /// Stores a new record with a time to live of `ttl` (`None`: no expiry), in one atomic
+    /// step; `false` (nothing written) if a record with this id exists already, so that an
+    /// id generator that repeats itself across nodes can never replace another session.
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, bool>;
 
     /// The record of `id`, or `None` if there is none (never created, deleted, or expired).
     fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>>;
@@ -147,6 +149,21 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes the record of `id` and its data map; `true` if there was one.
     fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool>;
+
+    /// Deletes the record of `id` unless its time to live was reset less than `unused_for`
+    /// ago (its remaining time to live, out of `ttl`, is then more than `ttl - unused_for`):
+    /// true if it deleted it. Eviction on one node ends a session everywhere only through
+    /// this, so a session another node keeps using lives on. The default deletes
+    /// unconditionally.
+    fn delete_if_unused<'a>(
+        &'a self,
+        id: &'a SessionId,
+        ttl: Duration,
+        unused_for: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let _ = (ttl, unused_for);
+        self.delete(id)
+    }
 
     /// The JSON text stored under `key` in the data map of `id`.
     ///

@@ -127,6 +127,26 @@ const INCREMENT_SCRIPT: &str = "\
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])";
 
+/// A new record, only if none exists under its id. `KEYS[1]` the record, `ARGV[1]` the time to
+/// live in ms (`0`: none), then field/value pairs. Returns 1 if written, 0 if the id is taken.
+const CREATE_SCRIPT: &str = "\
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1";
+
+/// `DEL` of a record whose time to live was not reset recently. `KEYS[1]` the record,
+/// `ARGV[1]` the most remaining time to live (ms) it may have to be deleted. Returns 1 if
+/// deleted, 0 if it was refreshed more recently or does not exist.
+const DELETE_UNUSED_SCRIPT: &str = "\
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+if ttl == -1 or ttl <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0";
+
 /// Most `PEXPIRE`s sent in one pipeline by `touch`.
 const TOUCH_BATCH: usize = 1024;
 
@@ -362,22 +382,34 @@ fn increment_error(key: &str, error: RedisError) -> StoreError {
     }
 }
 
-fn scripts() -> &'static (Script, Script) {
-    static SCRIPTS: std::sync::OnceLock<(Script, Script)> = std::sync::OnceLock::new();
-    SCRIPTS.get_or_init(|| (Script::new(INSERT_SCRIPT), Script::new(INCREMENT_SCRIPT)))
+/// The store's Lua scripts, each loaded once per Redis (`EVALSHA`, `SCRIPT LOAD` on a miss).
+struct Scripts {
+    insert: Script,
+    increment: Script,
+    create: Script,
+    delete_unused: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        insert: Script::new(INSERT_SCRIPT),
+        increment: Script::new(INCREMENT_SCRIPT),
+        create: Script::new(CREATE_SCRIPT),
+        delete_unused: Script::new(DELETE_UNUSED_SCRIPT),
+    })
 }
 
 impl SessionStore for RedisStore {
-    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, ()> {
+    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, bool> {
         let key = self.key(&record.id);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("DEL").arg(&key).ignore();
-        let hset = pipe.cmd("HSET").arg(&key);
+        let mut invocation = scripts().create.key(key);
+        invocation.arg(ttl.map_or(0, ttl_ms));
         if let Some(principal) = &record.principal {
-            hset.arg("principal").arg(principal.as_str());
+            invocation.arg("principal").arg(principal.as_str());
         }
-        hset.arg("created")
+        invocation
+            .arg("created")
             .arg(record.created_ms)
             .arg("method")
             .arg(record.opening.method.as_str())
@@ -386,14 +418,14 @@ impl SessionStore for RedisStore {
             .arg("headers")
             .arg(encode_headers(&record.opening.headers))
             .arg("body")
-            .arg(record.opening.body.as_ref())
-            .ignore();
-        if let Some(ttl) = ttl {
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms(ttl)).ignore();
-        }
+            .arg(record.opening.body.as_ref());
         Box::pin(async move {
-            self.run(|mut con| async move { pipe.exec_async(&mut con).await.map_err(redis_error) })
-                .await
+            let written: i64 = self
+                .run(|mut con| async move {
+                    invocation.invoke_async(&mut con).await.map_err(redis_error)
+                })
+                .await?;
+            Ok(written == 1)
         })
     }
 
@@ -455,6 +487,29 @@ impl SessionStore for RedisStore {
         })
     }
 
+    fn delete_if_unused<'a>(
+        &'a self,
+        id: &'a SessionId,
+        ttl: Duration,
+        unused_for: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let most_remaining = ttl_ms(ttl.saturating_sub(unused_for));
+        Box::pin(async move {
+            let deleted: i64 = self
+                .run(|mut con| async move {
+                    scripts()
+                        .delete_unused
+                        .key(self.key(id))
+                        .arg(most_remaining)
+                        .invoke_async(&mut con)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            Ok(deleted == 1)
+        })
+    }
+
     fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
             self.run(|mut con| async move {
@@ -479,7 +534,7 @@ impl SessionStore for RedisStore {
             let written: i64 = self
                 .run(|mut con| async move {
                     scripts()
-                        .0
+                        .insert
                         .key(self.key(id))
                         .arg(format!("{DATA_FIELD}{key}"))
                         .arg(json)
@@ -517,7 +572,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             self.run(|mut con| async move {
                 scripts()
-                    .1
+                    .increment
                     .key(self.key(id))
                     .arg(format!("{DATA_FIELD}{key}"))
                     .arg(by)
