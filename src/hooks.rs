@@ -40,11 +40,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Whether a session closed for this reason is closed for good: on every node of a
-    /// deployment, with its [store](crate::store) record deleted. `Deleted`, `Closed`,
-    /// `Evicted` and `LifetimeEnded` are; `Expired` is not (the session was idle *on this
-    /// node*; its record expires by its own time to live, which every node using the session
-    /// keeps fresh), nor is `Shutdown` (a node going away during a rolling deploy: clients
-    /// carry on through the other nodes).
+    /// deployment, with its [store](crate::store) record deleted. `Deleted`, `Closed` and
+    /// `LifetimeEnded` are; `Evicted` is unless another node has used the session since this
+    /// node last did (eviction frees this node's memory; a session busy elsewhere lives on
+    /// there); `Expired` is not (the session was idle *on this node*; its record expires by
+    /// its own time to live, which every node using the session keeps fresh), nor is
+    /// `Shutdown` (a node going away during a rolling deploy: clients carry on through the
+    /// other nodes).
     pub fn ends_everywhere(self) -> bool {
         matches!(
             self,

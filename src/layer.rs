@@ -361,6 +361,12 @@ impl<F> SessionLayer<F> {
     /// [published](crate::Session::publish) messages reach the session's
     /// [subscribers](crate::Session::subscribe) on every node. Default: no bus; messages reach
     /// this node's subscribers only. Use it together with [`store`](Self::store).
+    ///
+    /// A node listens to a session from its open or restore there; with a networked bus the
+    /// subscription takes a round trip to be in place, so a message published in the first
+    /// milliseconds of a session's life on a node may miss that node's subscribers (a close
+    /// it misses is caught by the next refresh round, see
+    /// [`store_refresh_interval`](Self::store_refresh_interval)).
     pub fn bus<T: SessionBus>(self, bus: T) -> Self {
         let bus: Arc<dyn SessionBus> = Arc::new(bus);
         self.with(|c| c.bus = Some(bus))

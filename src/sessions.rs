@@ -99,6 +99,11 @@ impl Sessions {
     /// streams, drops its service once in-flight requests finish and runs the close hook.
     /// Returns `false` if no such session was live. With the default id generator a closed id
     /// is never issued again; a custom generator that repeats ids may reissue it.
+    ///
+    /// With a [store](crate::SessionLayer::store), a session live here is closed for good:
+    /// its record is deleted and (with a bus) every node closes its copy, in the background.
+    /// A session not live on this node is not touched: DELETE it through the layer instead,
+    /// which reaches the record wherever the session lives.
     pub fn close(&self, id: &str) -> bool {
         self.registry.close(id, CloseReason::Closed)
     }
