@@ -139,6 +139,8 @@ pub(crate) struct Config {
     /// Headers of the opening request kept in its record, for replay.
     pub(crate) replay_headers: Vec<HeaderName>,
     pub(crate) store_refresh: Option<Duration>,
+    /// The wall clock (ms since the Unix epoch) at the table's epoch; set by the table.
+    pub(crate) epoch_wall_ms: u64,
 }
 
 impl Config {
@@ -172,6 +174,7 @@ impl Config {
             bus: None,
             replay_headers: default_replay_headers(),
             store_refresh: None,
+            epoch_wall_ms: 0,
         }
     }
 

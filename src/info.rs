@@ -59,6 +59,13 @@ impl fmt::Display for Principal {
     }
 }
 
+/// Milliseconds since the Unix epoch, now (0 before 1970).
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A live session as the layer sees it: its id, the principal it is bound to and when it was
 /// created.
 ///
@@ -79,13 +86,10 @@ impl SessionInfo {
     /// The info of a session created now, e.g. to unit-test a factory or a per-session
     /// service without running the layer.
     pub fn new(id: SessionId, principal: Option<Principal>) -> Self {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         Self {
             id,
             principal,
-            created_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+            created_ms: wall_ms(),
         }
     }
 
@@ -100,8 +104,9 @@ impl SessionInfo {
         self.principal.as_ref()
     }
 
-    /// The info of a session restored from its record: same id, principal and creation time.
-    pub(crate) fn restored(id: SessionId, principal: Option<Principal>, created_ms: u64) -> Self {
+    /// The info of a session created at `created_ms` (ms since the Unix epoch): a restored
+    /// one (its record's time), or a new one at its table's clock.
+    pub(crate) fn created(id: SessionId, principal: Option<Principal>, created_ms: u64) -> Self {
         Self {
             id,
             principal,

@@ -152,7 +152,7 @@ impl<S, F> Opening<S, F> {
         let Some(id) = mint(registry) else {
             return rejected(Rejection::FactoryFailed);
         };
-        let info = SessionInfo::new(id, principal);
+        let info = SessionInfo::created(id, principal, registry.wall_now_ms());
         let (service, state) = match self.factory.make_session(info.clone(), self.inner).await {
             Ok(made) => made,
             Err(error) => {

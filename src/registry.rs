@@ -109,8 +109,6 @@ pub(crate) struct Entry<T: ?Sized> {
     closed_by_bus: AtomicBool,
     /// When the session's last request started.
     last_request: AtomicU64,
-    /// Milliseconds since the table's epoch when the session opened.
-    opened: u64,
     /// Created on first need, by a response body waiting for more data.
     close_notify: OnceLock<Arc<Notify>>,
     pub(crate) info: SessionInfo,
@@ -139,7 +137,6 @@ impl<T> Entry<T> {
             node,
             closed_by_bus: AtomicBool::new(false),
             client: client.map(Box::new),
-            opened: now,
             last_seen: AtomicU64::new(now),
             last_request: AtomicU64::new(now),
             in_flight: AtomicU32::new(1),
@@ -148,13 +145,6 @@ impl<T> Entry<T> {
             close_notify: OnceLock::new(),
             slot,
         }
-    }
-
-    /// The entry with its opening moved back to `opened` (table ms): a restored session's
-    /// lifetime counts from its creation on another node.
-    pub(crate) fn opened_at(mut self, opened: u64) -> Self {
-        self.opened = opened;
-        self
     }
 }
 
@@ -184,7 +174,7 @@ impl<T: ?Sized> Entry<T> {
 
     /// Why the session has ended by time, if it has.
     fn ended(&self, now: u64, config: &Config) -> Option<CloseReason> {
-        if config.lifetime_ms != 0 && now.saturating_sub(self.opened) >= config.lifetime_ms {
+        if config.lifetime_ms != 0 && self.age(now, config) >= config.lifetime_ms {
             return Some(CloseReason::LifetimeEnded);
         }
         let idle = config.idle_ms != 0
@@ -197,7 +187,10 @@ impl<T: ?Sized> Entry<T> {
     fn ends_no_sooner_than(&self, now: u64, config: &Config) -> u64 {
         let mut at = u64::MAX;
         if config.lifetime_ms != 0 {
-            at = self.opened.saturating_add(config.lifetime_ms);
+            // The table time of the session's creation plus its lifetime; creation is a wall
+            // clock time (a restored session may predate this table), so this may be past.
+            at = (self.info.created_ms().saturating_add(config.lifetime_ms))
+                .saturating_sub(config.epoch_wall_ms);
         }
         if config.idle_ms != 0 {
             // A busy session ends its requests at `now` at the earliest.
@@ -209,6 +202,14 @@ impl<T: ?Sized> Entry<T> {
             at = at.min(base.saturating_add(config.idle_ms));
         }
         at
+    }
+
+    /// How old the session is at table time `now`, in ms: from its creation (on whichever node
+    /// opened it; the record keeps that time), not from when this table got it. There is no
+    /// separate "opened" stamp in the entry: the creation time in [`SessionInfo`] is it.
+    fn age(&self, now: u64, config: &Config) -> u64 {
+        now.saturating_add(config.epoch_wall_ms)
+            .saturating_sub(self.info.created_ms())
     }
 
     /// Whether a request or stream is open, or the session was used at or after `since`.
@@ -368,7 +369,11 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(config: Config) -> Arc<Self> {
+    pub(crate) fn new(mut config: Config) -> Arc<Self> {
+        let epoch = Instant::now();
+        // The wall clock at the epoch: table times turn into wall times (and back) with it,
+        // which is how a session's creation, kept in its record, counts on every node.
+        config.epoch_wall_ms = crate::info::wall_ms();
         Arc::new_cyclic(|registry| Self {
             node: Arc::new(Node::new(&config, registry.clone())),
             shared: config.store.is_some(),
@@ -378,7 +383,7 @@ impl Registry {
             hasher: Hasher::default(),
             count: AtomicUsize::new(0),
             max_sessions: AtomicUsize::new(config.max_sessions),
-            epoch: Instant::now(),
+            epoch,
             shut_down: AtomicBool::new(false),
             sweeper: SweeperState::default(),
             next_end: AtomicU64::new(0),
@@ -423,6 +428,12 @@ impl Registry {
             );
         }
         ids
+    }
+
+    /// The wall clock now, in ms since the Unix epoch, as this table's clock tells it (so that
+    /// it moves with tokio's paused clock in tests).
+    pub(crate) fn wall_now_ms(&self) -> u64 {
+        self.now().saturating_add(self.config.epoch_wall_ms)
     }
 
     /// Milliseconds since the table was created.

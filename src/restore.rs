@@ -221,7 +221,7 @@ impl<S, F> Restoring<S, F> {
             return Ok(Err(Failed::own(Rejection::SessionNotFound)));
         }
         // The lifetime counts from the session's creation, wherever it was restored since.
-        let age_ms = wall_ms().saturating_sub(record.created_ms);
+        let age_ms = registry.wall_now_ms().saturating_sub(record.created_ms);
         if config.lifetime_ms != 0 && age_ms >= config.lifetime_ms {
             node.forget_later(id, CloseReason::LifetimeEnded);
             return Ok(Err(Failed::shared(Rejection::SessionNotFound)));
@@ -231,7 +231,7 @@ impl<S, F> Restoring<S, F> {
             Ok(reservation) => reservation,
             Err(why) => return Ok(Err(Failed::own(refusal(config, why)))),
         };
-        let info = SessionInfo::restored(id.clone(), record.principal.clone(), record.created_ms);
+        let info = SessionInfo::created(id.clone(), record.principal.clone(), record.created_ms);
         let (service, state) = match self.factory.make_session(info.clone(), self.inner).await {
             Ok(made) => made,
             Err(error) => {
@@ -239,20 +239,16 @@ impl<S, F> Restoring<S, F> {
                 return Ok(Err(Failed::own(Rejection::FactoryFailed)));
             }
         };
-        let now = registry.now();
-        let entry: Arc<DynEntry> = Arc::new(
-            Entry::new(
-                info,
-                Arc::clone(node),
-                reservation.client().cloned(),
-                Stored {
-                    service: service.clone(),
-                    state,
-                },
-                now,
-            )
-            .opened_at(now.saturating_sub(age_ms)),
-        );
+        let entry: Arc<DynEntry> = Arc::new(Entry::new(
+            info,
+            Arc::clone(node),
+            reservation.client().cloned(),
+            Stored {
+                service: service.clone(),
+                state,
+            },
+            registry.now(),
+        ));
         let mut guard = SessionGuard::new(Arc::clone(&entry), registry.epoch());
         guard.waited();
         let mut service = service;
@@ -283,13 +279,6 @@ impl<S, F> Restoring<S, F> {
         tracing::debug!(session = %id.redacted(), "session restored from the store");
         Ok(Ok(guard))
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Replays the recorded opening request (and, for MCP, `notifications/initialized`) into a

@@ -37,6 +37,18 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
             Ok(())
         }
     }
+    // tracing's global level hint is recomputed from the live subscribers whenever one of
+    // them goes away: with the tests' scoped subscribers coming and going on other threads it
+    // can drop to OFF for a moment and skip this thread's events. A global subscriber at INFO
+    // (writing nowhere) keeps it at INFO.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let quiet = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(quiet);
+    });
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
