@@ -140,6 +140,8 @@ mod layer;
 mod node;
 mod open;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis_link;
 mod registry;
 mod rejection;
 mod restore;

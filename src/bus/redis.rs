@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
+use redis::aio::{AsyncPushSender, SendError};
 use redis::{
     AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
 };
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
+use crate::redis_link::{LazyManager, session_name};
 
 /// The events of sessions between nodes, over Redis sharded pub/sub (Redis 7 or later).
 ///
@@ -286,7 +287,7 @@ impl BusConnection for Node {
             }
             self.ensure_started();
             let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
-            let channel = channel_name(&self.shared.prefix, id);
+            let channel = session_name(&self.shared.prefix, id);
             let payload = event.encode();
             let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(channel).arg(payload.as_ref());
@@ -306,18 +307,7 @@ impl BusConnection for Node {
     }
 }
 
-/// `{prefix}{{id}}`: the channel of a session.
-fn channel_name(prefix: &str, id: &SessionId) -> String {
-    let id = id.as_str();
-    let mut name = String::with_capacity(prefix.len() + id.len() + 2);
-    name.push_str(prefix);
-    name.push('{');
-    name.push_str(id);
-    name.push('}');
-    name
-}
-
-/// The session id in a channel name [`channel_name`] made; `None` for anything else.
+/// The session id in a channel name [`session_name`] made; `None` for anything else.
 fn id_of_channel(prefix: &str, channel: &[u8]) -> Option<SessionId> {
     let inner = channel
         .strip_prefix(prefix.as_bytes())?
@@ -502,7 +492,7 @@ impl Subscriber {
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.cmd(command)
-                    .arg(channel_name(&self.shared.prefix, id))
+                    .arg(session_name(&self.shared.prefix, id))
                     .ignore();
             }
             match tokio::time::timeout(self.timeout, pipe.exec_async(con)).await {
@@ -545,59 +535,4 @@ impl Subscriber {
 
 fn describe(command: &str, error: &RedisError) -> String {
     format!("{command} failed: {error}")
-}
-
-/// A [`ConnectionManager`] made on first use and replaced after a timeout (the same as the
-/// store's: made on first use because making one needs a tokio runtime; replaced after a
-/// timeout because the manager reconnects only after an I/O error, which a silent connection
-/// never gives).
-struct LazyManager {
-    client: Client,
-    timeout: Duration,
-    /// The generation of the current manager (counts replacements) and the manager.
-    slot: Mutex<(u64, Option<ConnectionManager>)>,
-}
-
-impl LazyManager {
-    fn new(client: Client, timeout: Duration) -> Self {
-        Self {
-            client,
-            timeout,
-            slot: Mutex::new((0, None)),
-        }
-    }
-
-    fn slot(&self) -> MutexGuard<'_, (u64, Option<ConnectionManager>)> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The current manager and its generation, made if there is none. Call on a tokio
-    /// runtime.
-    fn get(&self) -> Result<(u64, ConnectionManager), RedisError> {
-        let mut slot = self.slot();
-        if let Some(manager) = &slot.1 {
-            return Ok((slot.0, manager.clone()));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_max_delay(Duration::from_secs(2));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        slot.0 += 1;
-        slot.1 = Some(manager.clone());
-        Ok((slot.0, manager))
-    }
-
-    /// Drops the manager of `generation` if it is still the current one.
-    fn retire(&self, generation: u64) {
-        let retired = {
-            let mut slot = self.slot();
-            if slot.0 == generation {
-                slot.1.take()
-            } else {
-                None
-            }
-        };
-        drop(retired);
-    }
 }
