@@ -89,9 +89,12 @@ pub enum EvictBy {
 }
 
 /// The headers of an opening request kept for replay by default: what a per-session service
-/// needs to read an MCP `initialize` (`content-type`, `accept`, `mcp-protocol-version`).
+/// needs to read an MCP `initialize` (`content-type`, `accept`, `mcp-protocol-version`) and
+/// `host` (services that check it against DNS rebinding, rmcp's among them, refuse a request
+/// without it).
 pub(crate) fn default_replay_headers() -> Vec<HeaderName> {
     vec![
+        http::header::HOST,
         http::header::CONTENT_TYPE,
         http::header::ACCEPT,
         HeaderName::from_static("mcp-protocol-version"),

@@ -373,8 +373,9 @@ impl<F> SessionLayer<F> {
     }
 
     /// The headers of the opening request kept in its [store](Self::store) record and replayed
-    /// on restore. Default: `content-type`, `accept` and `mcp-protocol-version`, what an MCP
-    /// server reads of `initialize`. `authorization`, `cookie` and `proxy-authorization` are
+    /// on restore. Default: `host`, `content-type`, `accept` and `mcp-protocol-version`, what
+    /// an MCP server reads of `initialize` (a service that checks `Host` against DNS
+    /// rebinding, as rmcp's does, refuses a replay without it). `authorization`, `cookie` and `proxy-authorization` are
     /// never kept, even if named: the record is readable by anyone with access to the store.
     pub fn replay_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         let names: Vec<HeaderName> = names.into_iter().collect();

@@ -90,7 +90,9 @@
 //! | the factory failed | 500, JSON-RPC -32603, nothing stored |
 //! | the session limit is reached / the peek budget is spent / after shutdown | 503 with `Retry-After` / 503 with `Retry-After` / 503 |
 //! | MCP: `MCP-Protocol-Version` ≥ 2026-07-28 | passed to the inner service, no session |
-//! | MCP: malformed `MCP-Protocol-Version` | 400 |
+//! | MCP: malformed `MCP-Protocol-Version` with a session id, or repeated | 400 |
+//! | MCP: one `MCP-Protocol-Version` that is not a date, no session id | passed to the inner service (it knows its versions), no session |
+//! | with a [store](SessionLayer::store): an id not live on this node | restored from its record and routed; 404 if there is none; 503 with `Retry-After` if the store does not answer |
 //!
 //! See [`Rejection`] for the bodies and [`SessionLayer::rejection`] to replace them.
 //!
@@ -108,10 +110,11 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `mcp` | yes | the MCP profile: [`SessionLayer::mcp`], [`OpenPolicy::mcp_initialize`] (serde, serde_json) |
+//! | `mcp` | yes | the MCP profile: [`SessionLayer::mcp`], [`OpenPolicy::mcp_initialize`] |
 //! | `axum` | no | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core) |
 //! | `client` | no | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
 //! | `rmcp` | no | [`rmcp`](mod@rmcp): one stateful rmcp (official Rust SDK) session per layer session, under the layer's id |
+//! | `redis` | no | [`store::RedisStore`] and [`bus::RedisBus`]: sessions that survive restarts and span nodes (redis-rs); with `rmcp` too, `rmcp::RedisEventStore` (resumption with `Last-Event-ID` through any node) |
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

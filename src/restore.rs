@@ -14,8 +14,8 @@
 //!    recorded opening request is replayed into it; with the MCP profile it is followed by
 //!    `notifications/initialized` (MCP 2025-11-25, Lifecycle). Their answers are read and
 //!    discarded, within [`REPLAY_TIMEOUT`] in all (past it: 503). A replay the service refuses
-//!    (not 2xx) leaves nothing stored, forgets the record and answers 404: the client starts a
-//!    new session.
+//!    (4xx) leaves nothing stored, forgets the record and answers 404: the client starts a new
+//!    session; one it fails (5xx) answers 503 and keeps the record.
 //! 5. Bounds: at most [`MAX_RESTORING`](crate::node) restores wait on the store or a factory
 //!    at once on a node (past it: 503 with `Retry-After`), so made-up ids cost a bounded number
 //!    of store reads in flight; a session's lifetime counts from its creation, not from the
@@ -258,13 +258,18 @@ impl<S, F> Restoring<S, F> {
         )
         .await;
         match replayed {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+            Ok(Ok(status)) if status.is_success() => {}
+            Ok(Ok(status)) if status.is_client_error() => {
                 // The service will never accept this record: forget it, so that no node
                 // rebuilds a session just to refuse it again.
-                tracing::warn!(session = %id.redacted(), "the per-session service refused the replayed opening request; the session is forgotten (404)");
+                tracing::warn!(session = %id.redacted(), %status, "the per-session service refused the replayed opening request; the session is forgotten (404)");
                 node.forget_later(id, CloseReason::Closed);
                 return Ok(Err(Failed::shared(Rejection::SessionNotFound)));
+            }
+            Ok(Ok(status)) => {
+                // A server error may pass: the record stays, the client retries.
+                tracing::warn!(session = %id.redacted(), %status, "the per-session service failed the replayed opening request; answering 503");
+                return Ok(Err(Failed::own(Rejection::Busy(config.retry_after))));
             }
             Ok(Err(error)) => return Err(error.into()),
             Err(_) => {
@@ -282,14 +287,14 @@ impl<S, F> Restoring<S, F> {
 }
 
 /// Replays the recorded opening request (and, for MCP, `notifications/initialized`) into a
-/// fresh per-session service; `Ok(false)` if the service refused it.
+/// fresh per-session service; returns the status of the opening request's answer.
 async fn replay<T, B, SB>(
     mcp: bool,
     header: &http::HeaderName,
     service: &mut T,
     entry: &Arc<DynEntry>,
     record: &SessionRecord,
-) -> Result<bool, T::Error>
+) -> Result<StatusCode, T::Error>
 where
     T: Service<Req<B>, Response = Response<SB>>,
     SB: Body,
@@ -303,10 +308,10 @@ where
         entry: Arc::clone(entry),
     });
     let response = call(service, request).await?;
-    let accepted = response.status().is_success();
+    let status = response.status();
     drain(response).await;
-    if !accepted {
-        return Ok(false);
+    if !status.is_success() {
+        return Ok(status);
     }
     if mcp {
         let mut request = Request::new(RequestBody::peeked(Bytes::from_static(INITIALIZED)));
@@ -325,7 +330,7 @@ where
         }
         drain(response).await;
     }
-    Ok(true)
+    Ok(status)
 }
 
 async fn call<T, R>(service: &mut T, request: R) -> Result<T::Response, T::Error>

@@ -44,7 +44,7 @@ use crate::redis_link::{LazyManager, session_name};
 ///   the number of sessions. Incoming messages wait in a queue of 4096; when the node cannot
 ///   keep up, further messages are dropped with a warning (Redis pub/sub is at most once
 ///   anyway: Redis disconnects a subscriber whose output buffer grows too large).
-/// * a redis-rs [`ConnectionManager`] for `SPUBLISH`, made on the first publish.
+/// * a redis-rs [`ConnectionManager`](redis::aio::ConnectionManager) for `SPUBLISH`, made on the first publish.
 ///
 /// When the subscription connection is lost (an I/O error, or no answer to the `PING` sent
 /// after 5 s without traffic, or to a subscription command, within the timeout), the task

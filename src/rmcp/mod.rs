@@ -31,15 +31,16 @@
 //!
 //! # Design
 //!
-//! rmcp 3.9 makes its `SessionManager` a public trait and exposes
-//! [`create_local_session(id, config)`](create_local_session): the session machinery of its
-//! own in-memory manager, under an id the caller chooses. When the layer opens a session,
-//! [`Stateful`] builds a `StreamableHttpService` whose session manager (`OneSession`) can
-//! hold exactly one session, created with the layer's id on the `initialize` that opened
-//! it. Every later request of that session reaches the same service (the layer routes by
-//! id), so rmcp runs unchanged: JSON-RPC, SSE answers, the GET stream, server-initiated
+//! rmcp 3.9 makes its `SessionManager` a public trait, and its in-memory
+//! [`LocalSessionManager`] can create a session under an id the caller chooses (its
+//! `restore_session`, meant for rmcp's own cross-instance restore), with or without an
+//! [`EventStore`]. When the layer opens a session, [`Stateful`] builds a
+//! `StreamableHttpService` whose session manager (`OneSession`) wraps a `LocalSessionManager`
+//! that holds exactly one session, created with the layer's id on the `initialize` that
+//! opened it. Every later request of that session reaches the same service (the layer routes
+//! by id), so rmcp runs unchanged: JSON-RPC, SSE answers, the GET stream, server-initiated
 //! requests routed back to their originating request (SEP-2260), cancellation, and
-//! `Last-Event-ID` resumption of its request streams from its in-memory cache.
+//! `Last-Event-ID` resumption (see [below](#resumption-and-the-event-store)).
 //!
 //! The other way, an adapter service in front of one shared rmcp stateful service that
 //! rewrites ids both ways, was rejected: two id spaces to keep in step, rmcp's own 404s and
@@ -68,6 +69,50 @@
 //! afterwards with [`Stateful::bind`]. Unbound, such a session answers 404 (rmcp no longer
 //! knows it) until the layer's idle timeout reclaims it.
 //!
+//! ## Resumption and the event store
+//!
+//! rmcp gives every SSE event of a session an id, and a client that lost a stream sends a GET
+//! with `Last-Event-ID` to get what followed.
+//!
+//! - **Without an event store** (the default), rmcp keeps each stream's events in the
+//!   session's memory (a finished request's stream for `completed_cache_ttl`), and resumes
+//!   the stream itself: the events the client missed, then the live rest. This works on the
+//!   node that holds the session. A session [restored](crate::SessionLayer::store) on another
+//!   node is a new rmcp session with an empty cache: the missed events are lost (rmcp answers
+//!   the id of a request's stream with an empty stream, and that of the GET stream with a new
+//!   GET stream).
+//! - **With [`Stateful::event_store`]** (for example `RedisEventStore`, features `rmcp` and
+//!   `redis`), rmcp writes every event of the session's streams (request streams, the GET
+//!   stream, the priming events) to the store before sending it, under the id the store
+//!   returns, and answers `Last-Event-ID` from the store alone. Any node can answer it: the
+//!   layer restores the session there (factory, replayed `initialize` and
+//!   `notifications/initialized`), then rmcp replays the events after the given id from the
+//!   store. The ids the client sees are the store's, prefixed with `<session id>/`: a
+//!   session replays only ids of its own, so an event id obtained elsewhere does not read
+//!   another session's stream (which would bypass the layer's principal binding).
+//!
+//! The limits of resumption with a store, all rmcp's (`LocalSessionManager::resume`,
+//! `session/local.rs` in rmcp 3.9): the replay is what the store holds when the GET arrives,
+//! and then the stream ends; it is not attached to the live stream. A request still running
+//! on the node that received it keeps running there (its rmcp session is not moved), and its
+//! later events are stored and reach the client on its next reconnection (the SSE `retry`
+//! hint), not as they happen. The same holds for the GET stream: once resumed with
+//! `Last-Event-ID`, the client gets the session's notifications by reconnecting (polling),
+//! no longer live. What lives in an rmcp session (requests in flight, requests the server
+//! sent and awaits answers to, the handler's own state) stays on its node; the restored
+//! session starts from a fresh handler. The answer to `initialize` carries the priming id
+//! `0` whatever the store (rmcp's `tower.rs`): resuming from it replays nothing. Events are
+//! stored as the JSON of rmcp's message and replayed as rmcp parses it back (what rmcp's
+//! model types keep). The store is on the path of every event: an event the store fails to
+//! write (past its timeout) is not sent, and a request whose stream cannot start (its
+//! priming event not written) fails with 500.
+//!
+//! rmcp checks the `Host` header of every request, the replayed `initialize` included, against
+//! [`allowed_hosts`](StreamableHttpServerConfig::allowed_hosts) (DNS rebinding protection),
+//! and answers 403 to a request without one: keep `host` in the layer's
+//! [`replay_headers`](crate::SessionLayer::replay_headers) (it is there by default), or the
+//! replay is refused and the layer answers 404 and forgets the session.
+//!
 //! ## What differs from rmcp's own session handling
 //!
 //! - rmcp's `keep_alive` (its own idle timeout, 5 minutes by default) is off unless set with
@@ -75,15 +120,17 @@
 //!   only activity is an open GET stream; the layer's idle timeout counts open streams as
 //!   activity.
 //! - The config's `session_store` is not used: restoring a session from a store on another
-//!   instance needs an id the layer does not know, which it answers 404 first.
-//! - rmcp's `EventStore` is not used: `create_local_session` takes none. Resumption works
-//!   from each session's in-memory cache (`completed_cache_ttl`).
+//!   instance needs an id the layer does not know, which it answers 404 first. The layer's
+//!   own [store](crate::SessionLayer::store) does that job.
+//! - Event ids are scoped to their session (above); rmcp's own manager replays any id its
+//!   store knows.
 //! - rmcp answers in SSE in stateful mode, even with `json_response`.
 
 use std::fmt;
 use std::future::{Ready, ready};
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -93,21 +140,27 @@ use rmcp::ServerHandler;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::streamable_http_server::session::local::{
-    EventId, LocalSessionHandle, LocalSessionManagerError, LocalSessionWorker, SessionConfig,
-    SessionError, create_local_session,
+    LocalSessionManager, LocalSessionManagerError, LocalSessionWorker, SessionConfig, SessionError,
 };
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::session::{
-    ServerSseMessage, SessionId as RmcpSessionId, SessionManager,
+    EventId, EventStore, EventStoreError, EventStream, RestoreOutcome, ServerSseMessage,
+    SessionId as RmcpSessionId, SessionManager,
 };
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::factory::SessionFactory;
 use crate::info::SessionInfo;
 use crate::sessions::{Sessions, WeakSessions};
+
+#[cfg(feature = "redis")]
+mod event_store;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "rmcp", feature = "redis"))))]
+pub use event_store::RedisEventStore;
 
 /// The rmcp service of one layer session: rmcp's [`StreamableHttpService`] in stateful mode,
 /// whose session manager holds only this session.
@@ -115,12 +168,16 @@ pub type RmcpHttpService<H> = StreamableHttpService<H, OneSession>;
 
 type HandlerFactory<H> = Arc<dyn Fn() -> Result<H, io::Error> + Send + Sync>;
 
+/// The future of an [`EventStore`] method, as `async_trait` spells it.
+type EventFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EventStoreError>> + Send + 'a>>;
+
 /// A [`SessionFactory`] that runs one stateful rmcp session per layer session, under the
 /// layer's id; made by [`stateful`]. Clones share the table given to [`bind`](Self::bind).
 pub struct Stateful<H> {
     handler: HandlerFactory<H>,
     config: StreamableHttpServerConfig,
     session_config: SessionConfig,
+    event_store: Option<Arc<dyn EventStore>>,
     table: Arc<OnceLock<WeakSessions>>,
 }
 
@@ -150,6 +207,7 @@ where
         handler: Arc::new(handler),
         config,
         session_config,
+        event_store: None,
         table: Arc::default(),
     }
 }
@@ -182,6 +240,21 @@ impl<H> Stateful<H> {
         self
     }
 
+    /// Keeps the SSE events of every session in `store`, shared by the nodes of a deployment,
+    /// so that a client can resume a stream (`Last-Event-ID`) through any node, after the
+    /// layer has restored the session there (see [Resumption and the event
+    /// store](self#resumption-and-the-event-store) for how, and its limits). Default: no
+    /// store; rmcp resumes from each session's memory, on the node that holds it.
+    ///
+    /// Every session writes to the same store; its event ids are scoped to the session: the
+    /// ids the client sees are the store's prefixed with `<session id>/`, and a session
+    /// replays no other ids. With the `redis` feature, `RedisEventStore` keeps the events in
+    /// Redis Streams.
+    pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.event_store = Some(store);
+        self
+    }
+
     /// Hands the factory the table of the layer it serves, so that a session rmcp ends by
     /// itself is closed in the layer at once ([`CloseReason::Closed`](crate::CloseReason)).
     /// Only a [`WeakSessions`] is kept: no reference cycle with the table. Call it after the
@@ -200,6 +273,7 @@ impl<H> Clone for Stateful<H> {
             handler: Arc::clone(&self.handler),
             config: self.config.clone(),
             session_config: self.session_config.clone(),
+            event_store: self.event_store.clone(),
             table: Arc::clone(&self.table),
         }
     }
@@ -210,6 +284,7 @@ impl<H> fmt::Debug for Stateful<H> {
         f.debug_struct("Stateful")
             .field("config", &self.config)
             .field("session_config", &self.session_config)
+            .field("event_store", &self.event_store.is_some())
             .field("bound", &self.table.get().is_some())
             .finish_non_exhaustive()
     }
@@ -227,10 +302,18 @@ where
     fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
         let cancel = self.config.cancellation_token.child_token();
         let config = self.config.clone().with_cancellation_token(cancel.clone());
+        let id: RmcpSessionId = Arc::from(info.id().as_str());
+        let mut inner = LocalSessionManager::default();
+        inner.session_config = self.session_config.clone();
+        if let Some(store) = &self.event_store {
+            inner = inner.with_event_store(Arc::new(SessionEvents {
+                prefix: format!("{id}/"),
+                store: Arc::clone(store),
+            }));
+        }
         let manager = OneSession {
-            id: Arc::from(info.id().as_str()),
-            config: self.session_config.clone(),
-            handle: Mutex::new(None),
+            id,
+            inner,
             table: Arc::clone(&self.table),
         };
         let handler = Arc::clone(&self.handler);
@@ -307,32 +390,33 @@ where
     }
 }
 
-/// rmcp's session manager for one layer session: holds at most one rmcp session, created
-/// with the layer's id when the session's `initialize` arrives. Built by [`Stateful`]; it
-/// has no public constructor.
+/// rmcp's session manager for one layer session: rmcp's [`LocalSessionManager`] holding at
+/// most one session, created with the layer's id when the session's `initialize` arrives.
+/// Built by [`Stateful`]; it has no public constructor.
 pub struct OneSession {
     id: RmcpSessionId,
-    config: SessionConfig,
-    handle: Mutex<Option<LocalSessionHandle>>,
+    /// Holds this session only; its event store (if any) is a `SessionEvents`.
+    inner: LocalSessionManager,
     table: Arc<OnceLock<WeakSessions>>,
 }
 
 impl fmt::Debug for OneSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let live = self.inner.sessions.try_read().ok().map(|s| !s.is_empty());
         f.debug_struct("OneSession")
-            .field("live", &self.lock().is_some())
+            .field("live", &live)
+            .field("event_store", &self.inner.event_store().is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl OneSession {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LocalSessionHandle>> {
-        self.handle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn handle(&self, id: &RmcpSessionId) -> Result<LocalSessionHandle, LocalSessionManagerError> {
-        let handle = (*id == self.id).then(|| self.lock().clone()).flatten();
-        handle.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()))
+    fn check(&self, id: &RmcpSessionId) -> Result<(), LocalSessionManagerError> {
+        if *id == self.id {
+            Ok(())
+        } else {
+            Err(LocalSessionManagerError::SessionNotFound(id.clone()))
+        }
     }
 }
 
@@ -341,15 +425,14 @@ impl SessionManager for OneSession {
     type Transport = WorkerTransport<LocalSessionWorker>;
 
     async fn create_session(&self) -> Result<(RmcpSessionId, Self::Transport), Self::Error> {
-        let mut slot = self.lock();
-        if slot.is_some() {
+        // `restore_session` is how `LocalSessionManager` creates a session under a chosen id
+        // (with its event store); it refuses an id it already holds.
+        match self.inner.restore_session(self.id.clone()).await? {
+            RestoreOutcome::Restored(transport) => Ok((self.id.clone(), transport)),
             // A second `initialize` without a session id would open a second session; the
             // layer sends those to a new per-session service, so this is unreachable behind it.
-            return Err(SessionError::SessionServiceTerminated.into());
+            _ => Err(SessionError::SessionServiceTerminated.into()),
         }
-        let (handle, worker) = create_local_session(self.id.clone(), self.config.clone());
-        *slot = Some(handle);
-        Ok((self.id.clone(), WorkerTransport::spawn(worker)))
     }
 
     async fn initialize_session(
@@ -357,24 +440,19 @@ impl SessionManager for OneSession {
         id: &RmcpSessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
-        Ok(self.handle(id)?.initialize(message).await?)
+        self.check(id)?;
+        self.inner.initialize_session(id, message).await
     }
 
     async fn has_session(&self, id: &RmcpSessionId) -> Result<bool, Self::Error> {
-        Ok(*id == self.id && self.lock().is_some())
+        Ok(*id == self.id && self.inner.has_session(id).await?)
     }
 
     async fn close_session(&self, id: &RmcpSessionId) -> Result<(), Self::Error> {
         if *id != self.id {
             return Ok(());
         }
-        let handle = self.lock().take();
-        if let Some(handle) = handle {
-            match handle.close().await {
-                Ok(()) | Err(SessionError::SessionServiceTerminated) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.inner.close_session(id).await?;
         // rmcp ended the session (or the layer did, and this finds it gone already): the
         // layer's session is closed too, so that its id answers 404 and its slot is free.
         if let Some(sessions) = self.table.get().and_then(WeakSessions::upgrade) {
@@ -388,12 +466,8 @@ impl SessionManager for OneSession {
         id: &RmcpSessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id)?;
-        let receiver = handle.establish_request_wise_channel().await?;
-        handle
-            .push_message(message, receiver.http_request_id)
-            .await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        self.check(id)?;
+        self.inner.create_stream(id, message).await
     }
 
     async fn accept_message(
@@ -401,15 +475,16 @@ impl SessionManager for OneSession {
         id: &RmcpSessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        Ok(self.handle(id)?.push_message(message, None).await?)
+        self.check(id)?;
+        self.inner.accept_message(id, message).await
     }
 
     async fn create_standalone_stream(
         &self,
         id: &RmcpSessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let receiver = self.handle(id)?.establish_common_channel().await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        self.check(id)?;
+        self.inner.create_standalone_stream(id).await
     }
 
     async fn resume(
@@ -417,9 +492,68 @@ impl SessionManager for OneSession {
         id: &RmcpSessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id)?;
-        let event_id: EventId = last_event_id.parse()?;
-        let receiver = handle.resume(event_id).await?;
-        Ok(ReceiverStream::new(receiver.inner))
+        // With an event store, `LocalSessionManager::resume` replays from the store without
+        // looking at `id`: the id is checked here, the event id by `SessionEvents`.
+        self.check(id)?;
+        self.inner.resume(id, last_event_id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
+}
+
+/// The event store as one session sees it: the shared store's ids prefixed with
+/// `<session id>/`, and only such ids replayed, so that a session never replays another's
+/// stream.
+struct SessionEvents {
+    /// `<session id>/`.
+    prefix: String,
+    store: Arc<dyn EventStore>,
+}
+
+impl EventStore for SessionEvents {
+    fn store_event<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        stream_id: &'life1 str,
+        event: &'life2 ServerSseMessage,
+    ) -> EventFuture<'async_trait, EventId>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let id = self.store.store_event(stream_id, event).await?;
+            Ok(format!("{}{id}", self.prefix))
+        })
+    }
+
+    fn replay_events_after<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        last_event_id: &'life1 str,
+    ) -> EventFuture<'async_trait, EventStream>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let Some(id) = last_event_id.strip_prefix(self.prefix.as_str()) else {
+                return Err(EventStoreError::from(
+                    "the event id is not one of this session's",
+                ));
+            };
+            let events = self.store.replay_events_after(id).await?;
+            let prefix = self.prefix.clone();
+            let events = events.map(move |mut event| {
+                if let Some(id) = event.event_id.take() {
+                    event.event_id = Some(format!("{prefix}{id}"));
+                }
+                event
+            });
+            Ok(Box::pin(events) as EventStream)
+        })
     }
 }

@@ -21,7 +21,7 @@
 //!   nodes never disagree, and there is no invalidation to lose. A routed request that does not
 //!   touch the data map makes no store round trip at all, so the cost is paid only by handlers
 //!   that use it (one command per access on loopback Redis; see BENCHMARKS.md).
-//! * **Atomic updates on the store's side.** [`SessionStore::increment`] is one command
+//! * **Atomic updates on the store's side.** [`SessionStore::data_increment`] is one command
 //!   (`HINCRBY` in a script that refuses a missing record), so increments arriving through
 //!   two nodes at once lose no count, without a read-modify-write in the layer.
 //! * **TTL off the request path.** The layer never refreshes a record on a request; a
@@ -61,8 +61,8 @@ pub struct OpeningRequest {
     /// The request target.
     pub uri: Uri,
     /// The headers named by [`SessionLayer::replay_headers`](crate::SessionLayer::replay_headers)
-    /// (by default `content-type`, `accept` and `mcp-protocol-version`); credentials such as
-    /// `authorization` and `cookie` are never kept.
+    /// (by default `host`, `content-type`, `accept` and `mcp-protocol-version`); credentials
+    /// (`authorization`, `cookie`, `proxy-authorization`) are never kept.
     pub headers: HeaderMap,
     /// The whole body (for MCP: the `initialize` request, at most the peek limit).
     pub body: Bytes,

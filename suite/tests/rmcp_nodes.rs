@@ -1,0 +1,613 @@
+//! rmcp sessions on two nodes sharing a real Redis: `RedisEventStore` on its own, and
+//! `Last-Event-ID` resumption through the node that did not serve the stream (features `rmcp`
+//! and `redis`).
+//!
+//! What each test shows:
+//! - `the_event_store_replays_one_stream_after_an_id`: events of two streams stored
+//!   interleaved; a replay gives the later events of the named stream only, with their ids,
+//!   messages and retry hints; malformed and unknown ids are errors; a stream has a TTL.
+//! - `the_event_store_keeps_a_bounded_number_of_events`: a stream keeps the latest
+//!   `max_events`; an id no longer kept is an error, not a silent gap.
+//! - `a_stream_served_by_one_node_resumes_through_the_other`: two layers (`RedisStore`,
+//!   `RedisBus`, `stateful(..).event_store(RedisEventStore)`); a tool call on A answers in SSE
+//!   (priming event, two progress notifications, the result), then a GET with `Last-Event-ID`
+//!   on B restores the session there and replays the rest of that stream from Redis; an event
+//!   id of another session replays nothing; a tool call on B works on the restored rmcp
+//!   session; DELETE on B gives 404 on A.
+//!
+//! Redis at 127.0.0.1:6379 or `REDIS_URL`; a Redis that cannot be reached fails the tests.
+//! Keys live under a unique prefix per test and only those are deleted.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use futures_util::StreamExt;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ProgressNotificationParam,
+    ServerConfig, ServerJsonRpcMessage,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_mcp_session::bus::RedisBus;
+use tower_mcp_session::rmcp::{RedisEventStore, stateful, stateless};
+use tower_mcp_session::store::RedisStore;
+use tower_mcp_session::{SessionLayer, Sessions};
+
+const WAIT: Duration = Duration::from_secs(10);
+const VERSION: &str = "2025-11-25";
+const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+const MCP_SESSION_ID: &str = "mcp-session-id";
+const LAST_EVENT_ID: &str = "last-event-id";
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn unique_prefix() -> String {
+    format!("tms-test:{}:", uuid_like())
+}
+
+/// A random hex string (the suite does not depend on `uuid`).
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        out.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    out
+}
+
+async fn admin() -> redis::aio::MultiplexedConnection {
+    let url = redis_url();
+    let client = redis::Client::open(url.as_str()).expect("REDIS_URL is a Redis URL");
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(con)) => con,
+        _ => panic!("this test needs a Redis 7 at {url} (set REDIS_URL to use another)"),
+    }
+}
+
+/// Deletes the keys under `prefix` (and nothing else).
+async fn delete_keys(prefix: &str) {
+    let mut con = admin().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut con)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut con).await;
+    }
+}
+
+fn from_json<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a valid MCP message")
+}
+
+// --- RedisEventStore on its own --------------------------------------------------------------
+
+fn progress(text: &str) -> ServerJsonRpcMessage {
+    from_json(json!({"jsonrpc": "2.0", "method": "notifications/progress",
+        "params": {"progressToken": "t", "progress": 1, "message": text}}))
+}
+
+fn event(message: Option<ServerJsonRpcMessage>, retry: Option<Duration>) -> ServerSseMessage {
+    let mut event = ServerSseMessage::default();
+    event.message = message.map(Arc::new);
+    event.retry = retry;
+    event
+}
+
+/// What the client would see of an event: its id, its message as JSON, its retry.
+fn seen(event: &ServerSseMessage) -> (Option<String>, Option<Value>, Option<Duration>) {
+    (
+        event.event_id.clone(),
+        event
+            .message
+            .as_ref()
+            .map(|m| serde_json::to_value(m.as_ref()).unwrap()),
+        event.retry,
+    )
+}
+
+async fn replay(store: &RedisEventStore, after: &str) -> Vec<ServerSseMessage> {
+    let stream = tokio::time::timeout(WAIT, store.replay_events_after(after))
+        .await
+        .expect("replayed in time")
+        .unwrap_or_else(|e| panic!("replay after {after:?}: {e}"));
+    tokio::time::timeout(WAIT, stream.collect())
+        .await
+        .expect("the replay ends")
+}
+
+#[tokio::test]
+async fn the_event_store_replays_one_stream_after_an_id() {
+    let prefix = unique_prefix();
+    let store = RedisEventStore::open(&redis_url(), &prefix)
+        .expect("store")
+        .with_ttl(Duration::from_secs(60));
+    let (x, y) = ("stream-x", "stream-y");
+    let xs = [
+        event(None, Some(Duration::from_secs(3))),
+        event(Some(progress("x1")), None),
+        event(Some(progress("x2")), Some(Duration::from_millis(1500))),
+    ];
+    let ys = [
+        event(Some(progress("y0")), None),
+        event(Some(progress("y1")), None),
+    ];
+    // Interleaved: x0 y0 x1 y1 x2.
+    let mut xid = Vec::new();
+    let mut yid = Vec::new();
+    for (i, stored) in xs.iter().enumerate() {
+        xid.push(store.store_event(x, stored).await.expect("stored"));
+        if let Some(stored) = ys.get(i) {
+            yid.push(store.store_event(y, stored).await.expect("stored"));
+        }
+    }
+    let mut all: Vec<&String> = xid.iter().chain(&yid).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 5, "ids are unique: {xid:?} {yid:?}");
+    assert!(all.iter().all(|id| !id.contains(['\n', '\r'])));
+
+    let replayed = replay(&store, &xid[0]).await;
+    let expected: Vec<_> = xs[1..]
+        .iter()
+        .zip(&xid[1..])
+        .map(|(event, id)| {
+            let (_, message, retry) = seen(event);
+            (Some(id.clone()), message, retry)
+        })
+        .collect();
+    assert_eq!(replayed.iter().map(seen).collect::<Vec<_>>(), expected);
+    assert!(
+        replay(&store, &xid[2]).await.is_empty(),
+        "nothing after the last"
+    );
+    let replayed = replay(&store, &yid[0]).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].event_id.as_deref(), Some(yid[1].as_str()));
+    assert_eq!(seen(&replayed[0]).1, seen(&ys[1]).1);
+
+    // Malformed and unknown ids are errors.
+    let (entry, _) = xid[0].split_once('@').unwrap();
+    for bad in [
+        String::new(),
+        "garbage".to_owned(),
+        entry.to_owned(),
+        format!("x{}", xid[0]),
+        format!("{entry}@stream-z"),
+        format!("0-1@{x}"),
+    ] {
+        assert!(
+            store.replay_events_after(&bad).await.is_err(),
+            "{bad:?} is refused"
+        );
+    }
+    assert!(store.store_event("a\nb", &xs[1]).await.is_err());
+
+    // A session's GET stream (`<session id>:common`) is hashed on the session id.
+    let common = store.store_event("s-1:common", &xs[1]).await.unwrap();
+    assert!(common.ends_with("@s-1:common"), "{common}");
+
+    let mut con = admin().await;
+    for key in [
+        format!("{prefix}ev:{{{x}}}"),
+        format!("{prefix}ev:{{s-1}}:common"),
+    ] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "{key} expires: {ttl}");
+    }
+
+    delete_keys(&prefix).await;
+}
+
+#[tokio::test]
+async fn the_event_store_keeps_a_bounded_number_of_events() {
+    let prefix = unique_prefix();
+    let store = RedisEventStore::open(&redis_url(), &prefix)
+        .expect("store")
+        .with_max_events(5);
+    assert_eq!(store.max_events(), 5);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let message = progress(&format!("z{i}"));
+        ids.push(
+            store
+                .store_event("z", &event(Some(message), None))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut con = admin().await;
+    let len: i64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}ev:{{z}}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(len, 5);
+    assert!(
+        store.replay_events_after(&ids[0]).await.is_err(),
+        "an id no longer kept is an error"
+    );
+    let replayed = replay(&store, &ids[7]).await;
+    let replayed: Vec<_> = replayed.iter().filter_map(|e| e.event_id.clone()).collect();
+    assert_eq!(replayed, ids[8..]);
+
+    delete_keys(&prefix).await;
+}
+
+// --- Two nodes -------------------------------------------------------------------------------
+
+/// A tool server: every tool reports progress twice (if the call has a progress token), then
+/// answers `done <tool>`.
+struct Worker;
+
+impl ServerHandler for Worker {
+    fn get_info(&self) -> ServerConfig {
+        from_json(json!({
+            "protocolVersion": VERSION,
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "rmcp-nodes", "version": "1"}
+        }))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(token) = context.meta.get_progress_token() {
+            for progress in [1, 2] {
+                let param: ProgressNotificationParam =
+                    from_json(json!({"progressToken": token, "progress": progress, "total": 2}));
+                context
+                    .peer
+                    .notify_progress(param)
+                    .await
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            }
+        }
+        let result: CallToolResult = from_json(json!({
+            "content": [{"type": "text", "text": format!("done {}", request.name)}],
+            "resultType": "complete"
+        }));
+        Ok(result.into())
+    }
+}
+
+struct Node {
+    router: Router,
+    sessions: Sessions,
+    built: Arc<AtomicUsize>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.sessions.shutdown();
+    }
+}
+
+fn node(prefix: &str, events: &RedisEventStore) -> Node {
+    let built = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&built);
+    let config = StreamableHttpServerConfig::default();
+    let factory = stateful(
+        move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(Worker)
+        },
+        config.clone(),
+    )
+    .event_store(Arc::new(events.clone()));
+    let layer = SessionLayer::mcp(factory.clone())
+        .store(RedisStore::open(&redis_url(), prefix).expect("store"))
+        // rmcp checks Host on every request, the replayed `initialize` included: the default
+        // replay headers keep it.
+        .bus(RedisBus::open(&redis_url(), prefix).expect("bus"));
+    let sessions = layer.sessions();
+    assert!(factory.bind(&sessions));
+    let sessionless = stateless(|| Ok(Worker), config.with_json_response(true));
+    let router = Router::new().route_service(
+        "/mcp",
+        ServiceBuilder::new().layer(layer).service(sessionless),
+    );
+    Node {
+        router,
+        sessions,
+        built,
+    }
+}
+
+fn post(id: Option<&str>, body: Value) -> Request<Body> {
+    let mut builder = Request::post("/mcp")
+        .header(HOST, "localhost")
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, "application/json, text/event-stream")
+        .header(MCP_PROTOCOL_VERSION, VERSION);
+    if let Some(id) = id {
+        builder = builder.header(MCP_SESSION_ID, id);
+    }
+    builder.body(Body::from(body.to_string())).unwrap()
+}
+
+fn resume(id: &str, last_event_id: &str) -> Request<Body> {
+    Request::get("/mcp")
+        .header(HOST, "localhost")
+        .header(ACCEPT, "text/event-stream")
+        .header(MCP_PROTOCOL_VERSION, VERSION)
+        .header(MCP_SESSION_ID, id)
+        .header(LAST_EVENT_ID, last_event_id)
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn delete(id: &str) -> Request<Body> {
+    Request::delete("/mcp")
+        .header(HOST, "localhost")
+        .header(MCP_PROTOCOL_VERSION, VERSION)
+        .header(MCP_SESSION_ID, id)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// One SSE event: its id, its data (JSON, `None` for a priming event), its retry.
+#[derive(Debug, Clone, PartialEq)]
+struct Sse {
+    id: Option<String>,
+    data: Option<Value>,
+    retry: Option<u64>,
+}
+
+/// Sends `request` to `node`, checks the status and reads the SSE answer to its end.
+async fn send(node: &Node, request: Request<Body>, status: StatusCode) -> Vec<Sse> {
+    let what = format!("{} {:?}", request.method(), request.headers());
+    let response = tokio::time::timeout(WAIT, node.router.clone().oneshot(request))
+        .await
+        .expect("answered in time")
+        .unwrap_or_else(|e: Infallible| match e {});
+    assert_eq!(response.status(), status, "{what}");
+    let body = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("the answer ends in time")
+        .expect("a readable answer")
+        .to_bytes();
+    parse_sse(&String::from_utf8_lossy(&body))
+}
+
+fn parse_sse(text: &str) -> Vec<Sse> {
+    let mut events = Vec::new();
+    for block in text.replace("\r\n", "\n").split("\n\n") {
+        let (mut id, mut data, mut retry, mut any) = (None, String::new(), None, false);
+        for line in block.lines() {
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => id = Some(value.to_owned()),
+                "data" => data.push_str(value),
+                "retry" => retry = value.parse().ok(),
+                _ => continue, // comments (keep-alive) and unknown fields
+            }
+            any = true;
+        }
+        if any {
+            let data =
+                (!data.is_empty()).then(|| serde_json::from_str(&data).expect("SSE data is JSON"));
+            events.push(Sse { id, data, retry });
+        }
+    }
+    events
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": VERSION, "capabilities": {},
+        "clientInfo": {"name": "rmcp-nodes-test", "version": "1"}}})
+}
+
+fn initialized() -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+}
+
+fn call(id: u64, tool: &str, token: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": tool, "arguments": {}, "_meta": {"progressToken": token}}})
+}
+
+/// Opens a session on `node`: `initialize`, then `notifications/initialized`.
+async fn open(node: &Node) -> String {
+    let response =
+        tokio::time::timeout(WAIT, node.router.clone().oneshot(post(None, initialize())))
+            .await
+            .expect("answered in time")
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.headers()[MCP_SESSION_ID]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("rmcp-nodes"),
+        "the initialize answer"
+    );
+    send(node, post(Some(&id), initialized()), StatusCode::ACCEPTED).await;
+    id
+}
+
+/// The events of a tool call's answer: a priming event, two progress notifications, the
+/// result; every id is the session's.
+fn check_call_answer(events: &[Sse], session: &str, id: u64, tool: &str) {
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert!(
+        events[0].data.is_none() && events[0].retry.is_some(),
+        "priming: {:?}",
+        events[0]
+    );
+    for (event, progress) in events[1..3].iter().zip([1.0, 2.0]) {
+        let data = event.data.as_ref().unwrap();
+        assert_eq!(data["method"], "notifications/progress");
+        assert_eq!(data["params"]["progress"].as_f64(), Some(progress));
+    }
+    let answer = events[3].data.as_ref().unwrap();
+    assert_eq!(answer["id"], id);
+    assert_eq!(
+        answer["result"]["content"][0]["text"],
+        format!("done {tool}")
+    );
+    for event in events {
+        let event_id = event.id.as_deref().expect("every event has an id");
+        assert!(
+            event_id.starts_with(&format!("{session}/")),
+            "{event_id} is scoped to {session}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_served_by_one_node_resumes_through_the_other() {
+    let prefix = unique_prefix();
+    // Short-lived streams: what a failed run leaves behind goes away by itself.
+    let events = RedisEventStore::open(&redis_url(), &prefix)
+        .expect("event store")
+        .with_ttl(Duration::from_secs(120));
+    let a = node(&prefix, &events);
+    let b = node(&prefix, &events);
+
+    // The session opens on A and a tool call answers there, in SSE.
+    let id = open(&a).await;
+    assert_eq!(a.built.load(Ordering::SeqCst), 1);
+    let answer = send(&a, post(Some(&id), call(2, "work", "p-2")), StatusCode::OK).await;
+    check_call_answer(&answer, &id, 2, "work");
+    let ids: Vec<String> = answer.iter().map(|e| e.id.clone().unwrap()).collect();
+
+    // Resumed through A, from the store.
+    let replayed = send(&a, resume(&id, &ids[1]), StatusCode::OK).await;
+    assert_eq!(replayed, answer[2..]);
+
+    // Resumed through B, which does not hold the session: B restores it (the factory once,
+    // `initialize` replayed), and rmcp replays the rest of the stream from Redis.
+    let replayed = send(&b, resume(&id, &ids[0]), StatusCode::OK).await;
+    assert_eq!(b.built.load(Ordering::SeqCst), 1, "B restored the session");
+    assert_eq!(
+        replayed,
+        answer[1..],
+        "the events after the first, ids included"
+    );
+    let replayed = send(&b, resume(&id, &ids[2]), StatusCode::OK).await;
+    assert_eq!(replayed, answer[3..]);
+    let replayed = send(&b, resume(&id, &ids[3]), StatusCode::OK).await;
+    assert!(replayed.is_empty(), "nothing after the last: {replayed:?}");
+
+    // An event id of another session (its stream exists, in the same store) replays nothing
+    // in this one; neither does a malformed one (rmcp answers an empty stream).
+    let other = open(&a).await;
+    let other_answer = send(
+        &a,
+        post(Some(&other), call(2, "other", "p-o")),
+        StatusCode::OK,
+    )
+    .await;
+    check_call_answer(&other_answer, &other, 2, "other");
+    let foreign = other_answer[0].id.clone().unwrap();
+    assert!(
+        send(&b, resume(&id, &foreign), StatusCode::OK)
+            .await
+            .is_empty()
+    );
+    let unscoped = foreign.split_once('/').unwrap().1.to_owned();
+    assert!(
+        send(&b, resume(&id, &unscoped), StatusCode::OK)
+            .await
+            .is_empty()
+    );
+    assert!(
+        send(&b, resume(&id, "garbage"), StatusCode::OK)
+            .await
+            .is_empty()
+    );
+    // The other session's own client can resume it.
+    let replayed = send(&b, resume(&other, &foreign), StatusCode::OK).await;
+    assert_eq!(replayed, other_answer[1..]);
+
+    // The restored rmcp session answers on B as usual.
+    let on_b = send(&b, post(Some(&id), call(3, "again", "p-3")), StatusCode::OK).await;
+    check_call_answer(&on_b, &id, 3, "again");
+    let replayed = send(
+        &a,
+        resume(&id, on_b[0].id.as_ref().unwrap()),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(replayed, on_b[1..], "and A resumes B's stream");
+
+    // DELETE through B ends the session on both nodes.
+    send(&b, delete(&id), StatusCode::NO_CONTENT).await;
+    let closed_on_a = async {
+        while a.sessions.ids().iter().any(|live| live.as_str() == id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, closed_on_a)
+        .await
+        .expect("the bus closes the session on A");
+    send(
+        &a,
+        post(Some(&id), call(4, "x", "p-4")),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    send(&b, resume(&id, &ids[0]), StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        a.built.load(Ordering::SeqCst),
+        2,
+        "A built its two sessions only"
+    );
+
+    // Every stream under the prefix expires.
+    let mut con = admin().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}ev:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 3, "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} expires");
+    }
+
+    delete_keys(&prefix).await;
+}
