@@ -130,6 +130,7 @@ use std::fmt;
 use std::future::{Ready, ready};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -301,6 +302,7 @@ where
 
     fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
         let cancel = self.config.cancellation_token.child_token();
+        let layer_closed = Arc::new(AtomicBool::new(false));
         let config = self.config.clone().with_cancellation_token(cancel.clone());
         let id: RmcpSessionId = Arc::from(info.id().as_str());
         let mut inner = LocalSessionManager::default();
@@ -315,13 +317,17 @@ where
             id,
             inner,
             table: Arc::clone(&self.table),
+            layer_closed: Arc::clone(&layer_closed),
         };
         let handler = Arc::clone(&self.handler);
         let service = StreamableHttpService::new(move || handler(), Arc::new(manager), config);
         ready(Ok((
             RmcpService {
                 service,
-                _cancel: Arc::new(CancelOnDrop(cancel)),
+                _cancel: Arc::new(CancelOnDrop {
+                    token: cancel,
+                    dropped: layer_closed,
+                }),
             },
             (),
         )))
@@ -329,11 +335,16 @@ where
 }
 
 /// Cancels the session's token when the last clone of its [`RmcpService`] is dropped.
-struct CancelOnDrop(CancellationToken);
+struct CancelOnDrop {
+    token: CancellationToken,
+    /// Set first: the session's manager then knows the layer closed this copy.
+    dropped: Arc<AtomicBool>,
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.cancel();
+        self.dropped.store(true, Ordering::SeqCst);
+        self.token.cancel();
     }
 }
 
@@ -364,7 +375,7 @@ impl<H> Clone for RmcpService<H> {
 impl<H> fmt::Debug for RmcpService<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RmcpService")
-            .field("cancelled", &self._cancel.0.is_cancelled())
+            .field("cancelled", &self._cancel.token.is_cancelled())
             .finish_non_exhaustive()
     }
 }
@@ -398,6 +409,9 @@ pub struct OneSession {
     /// Holds this session only; its event store (if any) is a `SessionEvents`.
     inner: LocalSessionManager,
     table: Arc<OnceLock<WeakSessions>>,
+    /// Set when the layer drops this session's service: the layer closed the session (this
+    /// copy) itself, and the id may since name a new copy (a restore) not to touch.
+    layer_closed: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for OneSession {
@@ -453,8 +467,13 @@ impl SessionManager for OneSession {
             return Ok(());
         }
         self.inner.close_session(id).await?;
-        // rmcp ended the session (or the layer did, and this finds it gone already): the
-        // layer's session is closed too, so that its id answers 404 and its slot is free.
+        // The layer closed this copy and dropped its service: nothing to tell it, and closing
+        // by id now could reach a newer copy of the session (restored here since).
+        if self.layer_closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // rmcp ended the session by itself: the layer's session is closed too, so that its id
+        // answers 404 and its slot is free.
         if let Some(sessions) = self.table.get().and_then(WeakSessions::upgrade) {
             sessions.close(&self.id);
         }
