@@ -2,13 +2,17 @@
 //! and prompts the MCP conformance suite's server scenarios call, one stateful rmcp session
 //! per layer session (`tower_mcp_session::rmcp::stateful`), rmcp's stateless mode for
 //! sessionless requests (MCP-Protocol-Version >= 2026-07-28). Shared with the tests.
+//!
+//! `test_custom_headers` has `x-mcp-header` annotations: rmcp checks the `Mcp-Param-*`
+//! headers of a 2026-07-28 `tools/call` against its arguments (SEP-2243), through
+//! `ServerHandler::get_tool`.
 
 // MCP logging, sampling and roots are deprecated in rmcp after 2025-11-25 (SEP-2577); this
 // server speaks 2025-11-25, where they are current.
 #![allow(deprecated)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,7 +22,7 @@ use rmcp::model::{
     GetPromptResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
     ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -185,8 +189,23 @@ fn tools() -> Value {
         {"name": "increment", "description": "Adds one to this session's counter and returns it", "inputSchema": none},
         {"name": "whoami", "description": "The client info and capabilities this session's initialize carried", "inputSchema": none},
         {"name": "list_roots", "description": "Asks the client for its roots (roots/list) and returns them", "inputSchema": none},
-        {"name": "notify_later", "description": "After the answer, sends a log message on the session's GET stream", "inputSchema": string_arg("message")}
+        {"name": "notify_later", "description": "After the answer, sends a log message on the session's GET stream", "inputSchema": string_arg("message")},
+        {"name": "test_custom_headers", "description": "Echoes its arguments; region and priority travel in Mcp-Param-* headers too (SEP-2243)", "inputSchema": {
+            "type": "object",
+            "properties": {
+                "region": {"type": "string", "description": "Mirrored in Mcp-Param-Region", "x-mcp-header": "Region"},
+                "priority": {"type": "integer", "description": "Mirrored in Mcp-Param-Priority", "x-mcp-header": "Priority"},
+                "query": {"type": "string", "description": "Not mirrored"}
+            },
+            "required": ["region", "query"]
+        }}
     ]})
+}
+
+/// The tool list, parsed once: `list_tools` answers it, `get_tool` looks tools up in it.
+fn tool_list() -> &'static ListToolsResult {
+    static TOOLS: OnceLock<ListToolsResult> = OnceLock::new();
+    TOOLS.get_or_init(|| result(tools()))
 }
 
 fn arg(request: &CallToolRequestParams, name: &str) -> String {
@@ -330,6 +349,14 @@ impl Conformance {
                 text(format!("Elicitation completed: {result}"))
             }
             "json_schema_2020_12_tool" => text("ok"),
+            "test_custom_headers" => {
+                // rmcp has already checked the Mcp-Param-* headers against these arguments.
+                let arguments = request.arguments.clone().unwrap_or_default();
+                text(format!(
+                    "Custom headers test completed: {}",
+                    Value::Object(arguments)
+                ))
+            }
             "increment" => text((self.counter.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
             "whoami" => {
                 let info = peer
@@ -384,7 +411,17 @@ impl ServerHandler for Conformance {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(result(tools()))
+        Ok(tool_list().clone())
+    }
+
+    /// Lets rmcp check a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers against the
+    /// arguments, per the tool's `x-mcp-header` annotations (SEP-2243).
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tool_list()
+            .tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .cloned()
     }
 
     async fn call_tool(
