@@ -6,12 +6,15 @@
 //! The same handler serves both paths. What differs by protocol version:
 //!
 //! - Multi round-trip requests (SEP-2322, the `test_input_required_result_*` tools and
-//!   prompt): a 2026-07-28 client
+//!   prompt, `test_missing_capability`, `test_streaming_elicitation`): a 2026-07-28 client
 //!   gets an `InputRequiredResult` and retries with its answers; in a 2025-11-25 session,
 //!   where rmcp refuses that result, the handler sends the same requests to the client over
 //!   the session (sampling, elicitation, `roots/list`) and runs the next round itself.
 //! - Each request states its client's capabilities (2026-07-28, `_meta`); a tool that needs
 //!   one the client did not declare answers -32021 (SEP-2575).
+//! - `test_logging_tool` logs only when the request's `_meta` asks for a log level
+//!   (2026-07-28); a 2025-11-25 session always gets its messages.
+//! - `subscriptions/listen` (2026-07-28) accepts what the server's capabilities advertise.
 //! - `test_custom_headers` has `x-mcp-header` annotations: rmcp checks the `Mcp-Param-*`
 //!   headers of a 2026-07-28 `tools/call` against its arguments (SEP-2243), through
 //!   `ServerHandler::get_tool`.
@@ -36,7 +39,8 @@ use rmcp::model::{
     ListResourcesResult, ListRootsResult, ListToolsResult, LoggingLevel,
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
     ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -221,6 +225,9 @@ fn tools() -> Value {
         {"name": "test_input_required_result_multi_round", "description": "Asks two questions, one round each (SEP-2322)", "inputSchema": none},
         {"name": "test_input_required_result_tampered_state", "description": "Asks for a confirmation; rejects a requestState it did not issue (SEP-2322)", "inputSchema": none},
         {"name": "test_input_required_result_capabilities", "description": "Asks only what the client declared it can answer (SEP-2322)", "inputSchema": none},
+        {"name": "test_missing_capability", "description": "Needs the client's sampling capability (-32021 without it)", "inputSchema": none},
+        {"name": "test_streaming_elicitation", "description": "Asks the user for input mid-call: InputRequiredResult, never a request on the response stream", "inputSchema": none},
+        {"name": "test_logging_tool", "description": "Logs at the level the request asks for (_meta logLevel), not at all without one", "inputSchema": none},
         {"name": "test_custom_headers", "description": "Echoes its arguments; region and priority travel in Mcp-Param-* headers too (SEP-2243)", "inputSchema": {
             "type": "object",
             "properties": {
@@ -538,6 +545,8 @@ const ROUND_TOOLS: &[&str] = &[
     "test_input_required_result_multi_round",
     "test_input_required_result_tampered_state",
     "test_input_required_result_capabilities",
+    "test_missing_capability",
+    "test_streaming_elicitation",
 ];
 
 /// The prompt that asks first (SEP-2322).
@@ -604,7 +613,7 @@ impl Conformance {
                     Some(None) => done("The user gave no name.".to_owned()),
                 }
             }
-            "test_input_required_result_sampling" => {
+            "test_input_required_result_sampling" | "test_missing_capability" => {
                 require(context, &["sampling"])?;
                 match sampled(answers, "capital_question")? {
                     None => ask(asking([(
@@ -725,6 +734,21 @@ impl Conformance {
                     done(told.join("; "))
                 } else {
                     ask(wanted)
+                }
+            }
+            "test_streaming_elicitation" => {
+                // Input mid-call: on 2026-07-28 an InputRequiredResult on the response, never
+                // an elicitation/create request on the response stream (SEP-2575).
+                require(context, &["elicitation"])?;
+                match elicited(answers, "user_input", "value")? {
+                    None => ask(asking([(
+                        "user_input",
+                        ask_user("Please provide a value", "value", "string"),
+                    )])),
+                    Some(value) => done(format!(
+                        "Received: {}",
+                        value.as_deref().unwrap_or("(declined)")
+                    )),
                 }
             }
             other => Err(ErrorData::invalid_params(
@@ -885,6 +909,32 @@ impl Conformance {
                 text(format!("Elicitation completed: {result}"))
             }
             "json_schema_2020_12_tool" => text("ok"),
+            "test_logging_tool" => {
+                // 2026-07-28: a request asks for log messages with `_meta`'s logLevel and
+                // gets none without it (SEP-2575). A 2025-11-25 session sets its level with
+                // logging/setLevel, which this example accepts and ignores: it gets them all.
+                let threshold = if speaks_2026(&context) {
+                    context.meta.log_level()
+                } else {
+                    Some(LoggingLevel::Debug)
+                };
+                let mut sent = 0;
+                if let Some(threshold) = threshold {
+                    for (level, message) in [
+                        (LoggingLevel::Debug, "Logging tool: debug"),
+                        (LoggingLevel::Info, "Logging tool: info"),
+                        (LoggingLevel::Warning, "Logging tool: warning"),
+                    ] {
+                        if level as u8 >= threshold as u8 {
+                            let param =
+                                LoggingMessageNotificationParam::new(level, Value::from(message));
+                            peer.notify_logging_message(param).await.map_err(internal)?;
+                            sent += 1;
+                        }
+                    }
+                }
+                text(format!("Logging tool done: {sent} messages"))
+            }
             "test_custom_headers" => {
                 // rmcp has already checked the Mcp-Param-* headers against these arguments.
                 let arguments = request.arguments.clone().unwrap_or_default();
@@ -969,6 +1019,17 @@ impl ServerHandler for Conformance {
             return self.call_in_rounds(&request, &context).await;
         }
         self.call(request, context).await.map(Into::into)
+    }
+
+    /// `subscriptions/listen` (2026-07-28): whatever the client asks for, which rmcp narrows
+    /// to what `get_info` advertises (resource updates; no list changes: the lists are
+    /// fixed). rmcp acknowledges, tags the stream's notifications with the subscription id
+    /// and keeps the stream open until the client leaves.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
     }
 
     async fn set_level(
