@@ -2,23 +2,45 @@
 //! and prompts the MCP conformance suite's server scenarios call, one stateful rmcp session
 //! per layer session (`tower_mcp_session::rmcp::stateful`), rmcp's stateless mode for
 //! sessionless requests (MCP-Protocol-Version >= 2026-07-28). Shared with the tests.
+//!
+//! The same handler serves both paths. What differs by protocol version:
+//!
+//! - Multi round-trip requests (SEP-2322, the `test_input_required_result_*` tools and
+//!   prompt, `test_missing_capability`, `test_streaming_elicitation`): a 2026-07-28 client
+//!   gets an `InputRequiredResult` and retries with its answers; in a 2025-11-25 session,
+//!   where rmcp refuses that result, the handler sends the same requests to the client over
+//!   the session (sampling, elicitation, `roots/list`) and runs the next round itself.
+//! - Each request states its client's capabilities (2026-07-28, `_meta`); a tool that needs
+//!   one the client did not declare answers -32021 (SEP-2575).
+//! - `test_logging_tool` logs only when the request's `_meta` asks for a log level
+//!   (2026-07-28); a 2025-11-25 session always gets its messages.
+//! - `subscriptions/listen` (2026-07-28) accepts what the server's capabilities advertise.
+//! - `test_custom_headers` has `x-mcp-header` annotations: rmcp checks the `Mcp-Param-*`
+//!   headers of a 2026-07-28 `tools/call` against its arguments (SEP-2243), through
+//!   `ServerHandler::get_tool`.
 
 // MCP logging, sampling and roots are deprecated in rmcp after 2025-11-25 (SEP-2577); this
 // server speaks 2025-11-25, where they are current.
 #![allow(deprecated)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    CreateMessageRequestParams, ElicitRequestParams, GetPromptRequestParams, GetPromptResponse,
-    GetPromptResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    CompleteRequestParams, CompleteResult, CreateMessageRequestParams, CreateMessageResult,
+    DEFAULT_MRTR_MAX_ROUNDS, ElicitRequestParams, ElicitResult, ElicitationAction,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, InputRequest, InputRequests,
+    InputRequiredResult, InputResponses, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListRootsResult, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -66,10 +88,16 @@ pub struct App {
 /// Builds the app.
 pub fn build(config: Config) -> App {
     let handlers = Arc::new(AtomicUsize::new(0));
+    // One table of requestState handles for both paths (a 2026-07-28 client may retry on
+    // any connection; every handler of this process can redeem them).
+    let states = Arc::new(RequestStates::default());
     let live = Arc::clone(&handlers);
+    let shared = Arc::clone(&states);
     let rmcp_config = StreamableHttpServerConfig::default();
-    let factory =
-        tower_mcp_session::rmcp::stateful(move || Ok(Conformance::new(&live)), rmcp_config.clone());
+    let factory = tower_mcp_session::rmcp::stateful(
+        move || Ok(Conformance::new(&live, &shared)),
+        rmcp_config.clone(),
+    );
     let layer = SessionLayer::mcp(factory.clone())
         .max_sessions(config.max_sessions)
         .idle_timeout(config.idle_timeout);
@@ -77,7 +105,7 @@ pub fn build(config: Config) -> App {
     factory.bind(&sessions);
     let live = Arc::clone(&handlers);
     let sessionless = tower_mcp_session::rmcp::stateless(
-        move || Ok(Conformance::new(&live)),
+        move || Ok(Conformance::new(&live, &states)),
         rmcp_config.with_json_response(true),
     );
     let router = Router::new().route_service(
@@ -98,8 +126,9 @@ pub fn build_native() -> Router {
     use rmcp::transport::streamable_http_server::StreamableHttpService;
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     let live = Arc::new(AtomicUsize::new(0));
+    let states = Arc::new(RequestStates::default());
     let service = StreamableHttpService::new(
-        move || Ok(Conformance::new(&live)),
+        move || Ok(Conformance::new(&live, &states)),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
@@ -118,14 +147,16 @@ impl Drop for Alive {
 /// The MCP server of one session.
 pub struct Conformance {
     counter: AtomicU64,
+    states: Arc<RequestStates>,
     _alive: Alive,
 }
 
 impl Conformance {
-    fn new(live: &Arc<AtomicUsize>) -> Self {
+    fn new(live: &Arc<AtomicUsize>, states: &Arc<RequestStates>) -> Self {
         live.fetch_add(1, Ordering::SeqCst);
         Self {
             counter: AtomicU64::new(0),
+            states: Arc::clone(states),
             _alive: Alive(Arc::clone(live)),
         }
     }
@@ -185,8 +216,34 @@ fn tools() -> Value {
         {"name": "increment", "description": "Adds one to this session's counter and returns it", "inputSchema": none},
         {"name": "whoami", "description": "The client info and capabilities this session's initialize carried", "inputSchema": none},
         {"name": "list_roots", "description": "Asks the client for its roots (roots/list) and returns them", "inputSchema": none},
-        {"name": "notify_later", "description": "After the answer, sends a log message on the session's GET stream", "inputSchema": string_arg("message")}
+        {"name": "notify_later", "description": "After the answer, sends a log message on the session's GET stream", "inputSchema": string_arg("message")},
+        {"name": "test_input_required_result_elicitation", "description": "Asks the user's name, then greets them (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_sampling", "description": "Asks the client's LLM a question (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_list_roots", "description": "Asks the client for its roots (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_request_state", "description": "Asks for a confirmation, keeping its state in requestState (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_multiple_inputs", "description": "Asks the user, the LLM and the roots at once (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_multi_round", "description": "Asks two questions, one round each (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_tampered_state", "description": "Asks for a confirmation; rejects a requestState it did not issue (SEP-2322)", "inputSchema": none},
+        {"name": "test_input_required_result_capabilities", "description": "Asks only what the client declared it can answer (SEP-2322)", "inputSchema": none},
+        {"name": "test_missing_capability", "description": "Needs the client's sampling capability (-32021 without it)", "inputSchema": none},
+        {"name": "test_streaming_elicitation", "description": "Asks the user for input mid-call: InputRequiredResult, never a request on the response stream", "inputSchema": none},
+        {"name": "test_logging_tool", "description": "Logs at the level the request asks for (_meta logLevel), not at all without one", "inputSchema": none},
+        {"name": "test_custom_headers", "description": "Echoes its arguments; region and priority travel in Mcp-Param-* headers too (SEP-2243)", "inputSchema": {
+            "type": "object",
+            "properties": {
+                "region": {"type": "string", "description": "Mirrored in Mcp-Param-Region", "x-mcp-header": "Region"},
+                "priority": {"type": "integer", "description": "Mirrored in Mcp-Param-Priority", "x-mcp-header": "Priority"},
+                "query": {"type": "string", "description": "Not mirrored"}
+            },
+            "required": ["region", "query"]
+        }}
     ]})
+}
+
+/// The tool list, parsed once: `list_tools` answers it, `get_tool` looks tools up in it.
+fn tool_list() -> &'static ListToolsResult {
+    static TOOLS: OnceLock<ListToolsResult> = OnceLock::new();
+    TOOLS.get_or_init(|| result(tools()))
 }
 
 fn arg(request: &CallToolRequestParams, name: &str) -> String {
@@ -212,6 +269,528 @@ async fn elicit(
         .await
         .map_err(internal)?;
     serde_json::to_value(result).map_err(internal)
+}
+
+/// Whether the request speaks MCP 2026-07-28 or later (a sessionless request, whose `_meta`
+/// carries its version) rather than 2025-11-25 (a session, negotiated by `initialize`). The
+/// same comparison rmcp makes before it lets an `InputRequiredResult` out.
+fn speaks_2026(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|version| version.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+/// -32021 (MissingRequiredClientCapability, `data.requiredCapabilities` naming them) unless
+/// the client declared each of `needed` ("sampling", "elicitation", "roots"): per request in
+/// `_meta` on 2026-07-28, at `initialize` in a 2025-11-25 session. A server must not rely on
+/// capabilities the client did not declare (SEP-2575).
+fn require(context: &RequestContext<RoleServer>, needed: &[&str]) -> Result<(), ErrorData> {
+    let declared = declared(context)?;
+    let missing: serde_json::Map<String, Value> = needed
+        .iter()
+        .filter(|name| declared.get(**name).is_none())
+        .map(|name| ((*name).to_owned(), json!({})))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let missing: ClientCapabilities = from_json(Value::Object(missing));
+    Err(ErrorData::missing_required_client_capability(missing))
+}
+
+/// The client's capabilities as JSON (an object; empty if it declared none).
+fn declared(context: &RequestContext<RoleServer>) -> Result<Value, ErrorData> {
+    serde_json::to_value(context.client_capabilities().unwrap_or_default()).map_err(internal)
+}
+
+/// One round of a multi round-trip request (SEP-2322): the answer, or what the client must
+/// answer first.
+enum Round<T> {
+    Done(T),
+    Ask(InputRequiredResult),
+}
+
+/// Runs a multi round-trip request whose rounds `round` computes from the answers and the
+/// `requestState` the client sent back. A 2026-07-28 client drives the rounds: it gets the
+/// `InputRequiredResult` and retries. In a 2025-11-25 session, where rmcp refuses to send an
+/// `InputRequiredResult`, the handler sends those requests to the client itself, over the
+/// session (sampling, elicitation, `roots/list`, as `test_sampling` does), and runs the next
+/// round with the answers, up to rmcp's own limit on rounds.
+async fn rounds<T>(
+    context: &RequestContext<RoleServer>,
+    mut answers: InputResponses,
+    mut state: Option<String>,
+    round: impl Fn(&InputResponses, Option<&str>) -> Result<Round<T>, ErrorData>,
+) -> Result<Round<T>, ErrorData> {
+    if speaks_2026(context) {
+        return round(&answers, state.as_deref());
+    }
+    for _ in 0..DEFAULT_MRTR_MAX_ROUNDS {
+        match round(&answers, state.as_deref())? {
+            Round::Ask(asked) => {
+                answers =
+                    ask_over_session(context, asked.input_requests.unwrap_or_default()).await?;
+                state = asked.request_state;
+            }
+            done @ Round::Done(_) => return Ok(done),
+        }
+    }
+    Err(internal(format!(
+        "no answer after {DEFAULT_MRTR_MAX_ROUNDS} rounds"
+    )))
+}
+
+/// Sends each input request to the client of a 2025-11-25 session and collects its answers
+/// under the same keys.
+async fn ask_over_session(
+    context: &RequestContext<RoleServer>,
+    requests: InputRequests,
+) -> Result<InputResponses, ErrorData> {
+    let peer = &context.peer;
+    let mut answers = InputResponses::new();
+    for (key, request) in requests {
+        let answer = match request {
+            InputRequest::CreateMessage(request) => serde_json::to_value(
+                peer.create_message(request.params)
+                    .await
+                    .map_err(internal)?,
+            ),
+            InputRequest::Elicitation(request) => serde_json::to_value(
+                peer.create_elicitation(request.params)
+                    .await
+                    .map_err(internal)?,
+            ),
+            InputRequest::ListRoots(_) => {
+                serde_json::to_value(peer.list_roots().await.map_err(internal)?)
+            }
+            other => return Err(internal(format!("cannot send {other:?} over a session"))),
+        };
+        answers.insert(key, answer.map_err(internal)?);
+    }
+    Ok(answers)
+}
+
+/// An `elicitation/create` input request for one required `field` of JSON type `kind`.
+fn ask_user(message: &str, field: &str, kind: &str) -> InputRequest {
+    from_json(json!({"method": "elicitation/create", "params": {
+        "mode": "form",
+        "message": message,
+        "requestedSchema": {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+    }}))
+}
+
+/// A `sampling/createMessage` input request.
+fn ask_llm(prompt: &str, max_tokens: u32) -> InputRequest {
+    from_json(json!({"method": "sampling/createMessage", "params": {
+        "messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
+        "maxTokens": max_tokens
+    }}))
+}
+
+/// A `roots/list` input request.
+fn ask_roots() -> InputRequest {
+    from_json(json!({"method": "roots/list", "params": {}}))
+}
+
+fn asking<const N: usize>(requests: [(&str, InputRequest); N]) -> InputRequests {
+    requests
+        .into_iter()
+        .map(|(key, request)| (key.to_owned(), request))
+        .collect()
+}
+
+/// The client's answer under `key` as a `T`: `None` if it sent none (the round asks again:
+/// a missing or misnamed answer is re-requested, SEP-2322), -32602 if it is not a `T` (an
+/// answer of the wrong shape is a protocol error, not a reason to ask again).
+fn answer<T: DeserializeOwned>(
+    answers: &InputResponses,
+    key: &str,
+) -> Result<Option<T>, ErrorData> {
+    let Some(value) = answers.get(key) else {
+        return Ok(None);
+    };
+    serde_json::from_value(value.clone())
+        .map(Some)
+        .map_err(|error| {
+            ErrorData::invalid_params(format!("inputResponses[{key:?}]: {error}"), None)
+        })
+}
+
+/// The user's answer to elicitation `key`: `None` if not answered yet, `Some(None)` if they
+/// declined or cancelled, `Some(Some(text))` with the accepted `field` (-32602 if an
+/// accepted answer lacks it).
+fn elicited(
+    answers: &InputResponses,
+    key: &str,
+    field: &str,
+) -> Result<Option<Option<String>>, ErrorData> {
+    let Some(result) = answer::<ElicitResult>(answers, key)? else {
+        return Ok(None);
+    };
+    if !matches!(result.action, ElicitationAction::Accept) {
+        return Ok(Some(None));
+    }
+    match result
+        .content
+        .as_ref()
+        .and_then(|content| content.get(field))
+    {
+        Some(Value::String(text)) => Ok(Some(Some(text.clone()))),
+        Some(other) => Ok(Some(Some(other.to_string()))),
+        None => Err(ErrorData::invalid_params(
+            format!("inputResponses[{key:?}] accepts without {field:?}"),
+            None,
+        )),
+    }
+}
+
+/// The LLM's text in the answer to sampling request `key`.
+fn sampled(answers: &InputResponses, key: &str) -> Result<Option<String>, ErrorData> {
+    let Some(result) = answer::<CreateMessageResult>(answers, key)? else {
+        return Ok(None);
+    };
+    let result = serde_json::to_value(result).map_err(internal)?;
+    let text = result.pointer("/content/text").and_then(Value::as_str);
+    Ok(Some(text.unwrap_or("(no text)").to_owned()))
+}
+
+/// The root URIs in the answer to `roots/list` request `key`.
+fn listed_roots(answers: &InputResponses, key: &str) -> Result<Option<String>, ErrorData> {
+    let Some(result) = answer::<ListRootsResult>(answers, key)? else {
+        return Ok(None);
+    };
+    let uris: Vec<&str> = result.roots.iter().map(|root| root.uri.as_str()).collect();
+    Ok(Some(uris.join(", ")))
+}
+
+/// How long an issued `requestState` handle stays good.
+const STATE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Most handles outstanding at once (then the oldest goes).
+const MAX_STATES: usize = 10_000;
+
+/// The `requestState` handles this server issued (SEP-2322), each with the request it belongs
+/// to and the answers the client gave in earlier rounds. The state stays here: the client
+/// holds an unguessable handle (a counter under a per-process keyed hash), good for one
+/// retry, so a forged, altered, replayed or expired one is simply unknown. This fits one
+/// process; servers behind a balancer would seal the state into the string itself with
+/// rmcp's `RequestStateCodec` (HMAC-SHA256, rmcp feature `request-state`) and a shared key.
+#[derive(Default)]
+pub struct RequestStates {
+    keys: RandomState,
+    next: AtomicU64,
+    issued: Mutex<HashMap<String, Issued>>,
+}
+
+struct Issued {
+    at: Instant,
+    request: String,
+    answers: InputResponses,
+}
+
+impl RequestStates {
+    /// A new handle for `request` (a tool or prompt name) with the answers so far.
+    fn issue(&self, request: &str, answers: InputResponses) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let handle = format!("{n:x}.{:016x}", self.keys.hash_one(n));
+        let now = Instant::now();
+        let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        issued.retain(|_, state| now.duration_since(state.at) < STATE_TTL);
+        if issued.len() >= MAX_STATES
+            && let Some(oldest) = issued
+                .iter()
+                .min_by_key(|(_, state)| state.at)
+                .map(|(handle, _)| handle.clone())
+        {
+            issued.remove(&oldest);
+        }
+        let request = request.to_owned();
+        issued.insert(
+            handle.clone(),
+            Issued {
+                at: now,
+                request,
+                answers,
+            },
+        );
+        handle
+    }
+
+    /// The answers behind `handle`, once; -32602 if this server did not issue it for
+    /// `request`, or it expired or was used.
+    fn redeem(&self, request: &str, handle: &str) -> Result<InputResponses, ErrorData> {
+        let issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(handle);
+        match issued {
+            Some(state) if state.request == request && state.at.elapsed() < STATE_TTL => {
+                Ok(state.answers)
+            }
+            _ => Err(ErrorData::invalid_params(
+                "requestState failed verification: not issued by this server for this request, expired or already used",
+                None,
+            )),
+        }
+    }
+}
+
+/// The tools that take several rounds (SEP-2322).
+const ROUND_TOOLS: &[&str] = &[
+    "test_input_required_result_elicitation",
+    "test_input_required_result_sampling",
+    "test_input_required_result_list_roots",
+    "test_input_required_result_request_state",
+    "test_input_required_result_multiple_inputs",
+    "test_input_required_result_multi_round",
+    "test_input_required_result_tampered_state",
+    "test_input_required_result_capabilities",
+    "test_missing_capability",
+    "test_streaming_elicitation",
+];
+
+/// The prompt that asks first (SEP-2322).
+const ROUND_PROMPT: &str = "test_input_required_result_prompt";
+
+impl Conformance {
+    /// The answers so far of a request that keeps them in `requestState`: those the handle
+    /// stands for plus this retry's answers under `keys` (others are ignored). Without a
+    /// handle the request starts over: answers sent without one are not trusted.
+    fn answers_so_far(
+        &self,
+        request: &str,
+        keys: &[&str],
+        answers: &InputResponses,
+        state: Option<&str>,
+    ) -> Result<InputResponses, ErrorData> {
+        let Some(handle) = state else {
+            return Ok(InputResponses::new());
+        };
+        let mut so_far = self.states.redeem(request, handle)?;
+        for key in keys {
+            if let Some(answer) = answers.get(*key) {
+                so_far.insert((*key).to_owned(), answer.clone());
+            }
+        }
+        Ok(so_far)
+    }
+
+    /// Asks `requests`, carrying the answers so far in a new `requestState` handle.
+    fn ask_keeping(
+        &self,
+        request: &str,
+        requests: InputRequests,
+        so_far: InputResponses,
+    ) -> Round<String> {
+        let handle = self.states.issue(request, so_far);
+        Round::Ask(InputRequiredResult::new(Some(requests), Some(handle)))
+    }
+
+    /// One round of tool `name` (one of [`ROUND_TOOLS`]), given the client's answers and
+    /// `requestState`; the text of the tool's result when done.
+    fn tool_round(
+        &self,
+        name: &str,
+        context: &RequestContext<RoleServer>,
+        answers: &InputResponses,
+        state: Option<&str>,
+    ) -> Result<Round<String>, ErrorData> {
+        let ask = |requests| {
+            Ok(Round::Ask(InputRequiredResult::from_input_requests(
+                requests,
+            )))
+        };
+        let done = |text: String| Ok(Round::Done(text));
+        match name {
+            "test_input_required_result_elicitation" => {
+                require(context, &["elicitation"])?;
+                match elicited(answers, "user_name", "name")? {
+                    None => ask(asking([(
+                        "user_name",
+                        ask_user("What is your name?", "name", "string"),
+                    )])),
+                    Some(Some(name)) => done(format!("Hello, {name}!")),
+                    Some(None) => done("The user gave no name.".to_owned()),
+                }
+            }
+            "test_input_required_result_sampling" | "test_missing_capability" => {
+                require(context, &["sampling"])?;
+                match sampled(answers, "capital_question")? {
+                    None => ask(asking([(
+                        "capital_question",
+                        ask_llm("What is the capital of France?", 100),
+                    )])),
+                    Some(text) => done(format!("LLM response: {text}")),
+                }
+            }
+            "test_input_required_result_list_roots" => {
+                require(context, &["roots"])?;
+                match listed_roots(answers, "client_roots")? {
+                    None => ask(asking([("client_roots", ask_roots())])),
+                    Some(roots) => done(format!("Client roots: {roots}")),
+                }
+            }
+            "test_input_required_result_request_state"
+            | "test_input_required_result_tampered_state" => {
+                require(context, &["elicitation"])?;
+                let so_far = self.answers_so_far(name, &["confirm"], answers, state)?;
+                match elicited(&so_far, "confirm", "ok")? {
+                    None => Ok(self.ask_keeping(
+                        name,
+                        asking([("confirm", ask_user("Please confirm", "ok", "boolean"))]),
+                        so_far,
+                    )),
+                    Some(ok) => done(format!(
+                        "state-ok: requestState verified, confirmed: {}",
+                        ok.as_deref().unwrap_or("no (declined)")
+                    )),
+                }
+            }
+            "test_input_required_result_multiple_inputs" => {
+                require(context, &["elicitation", "sampling", "roots"])?;
+                let keys = ["user_name", "greeting", "client_roots"];
+                let so_far = self.answers_so_far(name, &keys, answers, state)?;
+                let user = elicited(&so_far, "user_name", "name")?;
+                let greeting = sampled(&so_far, "greeting")?;
+                let roots = listed_roots(&so_far, "client_roots")?;
+                let (Some(user), Some(greeting), Some(roots)) = (&user, &greeting, &roots) else {
+                    // Ask again only what is still missing; the rest travels in the state.
+                    let mut missing = InputRequests::new();
+                    if user.is_none() {
+                        missing.insert(
+                            "user_name".to_owned(),
+                            ask_user("What is your name?", "name", "string"),
+                        );
+                    }
+                    if greeting.is_none() {
+                        missing.insert("greeting".to_owned(), ask_llm("Generate a greeting", 50));
+                    }
+                    if roots.is_none() {
+                        missing.insert("client_roots".to_owned(), ask_roots());
+                    }
+                    return Ok(self.ask_keeping(name, missing, so_far));
+                };
+                let user = user.as_deref().unwrap_or("(declined)");
+                done(format!(
+                    "Name: {user}; greeting: {greeting}; roots: {roots}"
+                ))
+            }
+            "test_input_required_result_multi_round" => {
+                require(context, &["elicitation"])?;
+                let so_far = self.answers_so_far(name, &["step1", "step2"], answers, state)?;
+                let Some(user) = elicited(&so_far, "step1", "name")? else {
+                    let step1 = ask_user("Step 1: What is your name?", "name", "string");
+                    return Ok(self.ask_keeping(name, asking([("step1", step1)]), so_far));
+                };
+                let Some(user) = user else {
+                    return done("The user gave no name.".to_owned());
+                };
+                let Some(color) = elicited(&so_far, "step2", "color")? else {
+                    let step2 = ask_user("Step 2: What is your favorite color?", "color", "string");
+                    return Ok(self.ask_keeping(name, asking([("step2", step2)]), so_far));
+                };
+                let color = color.unwrap_or_else(|| "a secret".to_owned());
+                done(format!("{user}'s favorite color is {color}."))
+            }
+            "test_input_required_result_capabilities" => {
+                // Asks only what the client can answer: nothing it did not declare.
+                let declared = declared(context)?;
+                let mut wanted = InputRequests::new();
+                if declared.get("sampling").is_some() {
+                    wanted.insert(
+                        "capital_question".to_owned(),
+                        ask_llm("What is the capital of France?", 100),
+                    );
+                }
+                if declared.get("elicitation").is_some() {
+                    wanted.insert(
+                        "user_name".to_owned(),
+                        ask_user("What is your name?", "name", "string"),
+                    );
+                }
+                if declared.get("roots").is_some() {
+                    wanted.insert("client_roots".to_owned(), ask_roots());
+                }
+                if wanted.is_empty() {
+                    return done(
+                        "The client declared no sampling, elicitation or roots: nothing to ask."
+                            .to_owned(),
+                    );
+                }
+                let mut told = Vec::new();
+                if let Some(text) = sampled(answers, "capital_question")? {
+                    told.push(format!("LLM: {text}"));
+                    wanted.remove("capital_question");
+                }
+                if let Some(user) = elicited(answers, "user_name", "name")? {
+                    told.push(format!("name: {}", user.as_deref().unwrap_or("(declined)")));
+                    wanted.remove("user_name");
+                }
+                if let Some(roots) = listed_roots(answers, "client_roots")? {
+                    told.push(format!("roots: {roots}"));
+                    wanted.remove("client_roots");
+                }
+                if wanted.is_empty() {
+                    done(told.join("; "))
+                } else {
+                    ask(wanted)
+                }
+            }
+            "test_streaming_elicitation" => {
+                // Input mid-call: on 2026-07-28 an InputRequiredResult on the response, never
+                // an elicitation/create request on the response stream (SEP-2575).
+                require(context, &["elicitation"])?;
+                match elicited(answers, "user_input", "value")? {
+                    None => ask(asking([(
+                        "user_input",
+                        ask_user("Please provide a value", "value", "string"),
+                    )])),
+                    Some(value) => done(format!(
+                        "Received: {}",
+                        value.as_deref().unwrap_or("(declined)")
+                    )),
+                }
+            }
+            other => Err(ErrorData::invalid_params(
+                format!("unknown tool {other}"),
+                None,
+            )),
+        }
+    }
+
+    /// One round of [`ROUND_PROMPT`]: the context the user gave, when done.
+    fn prompt_round(
+        context: &RequestContext<RoleServer>,
+        answers: &InputResponses,
+    ) -> Result<Round<String>, ErrorData> {
+        require(context, &["elicitation"])?;
+        Ok(match elicited(answers, "user_context", "context")? {
+            None => Round::Ask(InputRequiredResult::from_input_requests(asking([(
+                "user_context",
+                ask_user("What context should the prompt use?", "context", "string"),
+            )]))),
+            Some(given) => Round::Done(given.unwrap_or_else(|| "(none given)".to_owned())),
+        })
+    }
+
+    /// `tools/call` of one of [`ROUND_TOOLS`].
+    async fn call_in_rounds(
+        &self,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = &*request.name;
+        let answers = request.input_responses.clone().unwrap_or_default();
+        let state = request.request_state.clone();
+        let round = rounds(context, answers, state, |answers, state| {
+            self.tool_round(name, context, answers, state)
+        })
+        .await?;
+        Ok(match round {
+            Round::Done(done) => text(done).into(),
+            Round::Ask(asked) => asked.into(),
+        })
+    }
 }
 
 impl Conformance {
@@ -330,6 +909,40 @@ impl Conformance {
                 text(format!("Elicitation completed: {result}"))
             }
             "json_schema_2020_12_tool" => text("ok"),
+            "test_logging_tool" => {
+                // 2026-07-28: a request asks for log messages with `_meta`'s logLevel and
+                // gets none without it (SEP-2575). A 2025-11-25 session sets its level with
+                // logging/setLevel, which this example accepts and ignores: it gets them all.
+                let threshold = if speaks_2026(&context) {
+                    context.meta.log_level()
+                } else {
+                    Some(LoggingLevel::Debug)
+                };
+                let mut sent = 0;
+                if let Some(threshold) = threshold {
+                    for (level, message) in [
+                        (LoggingLevel::Debug, "Logging tool: debug"),
+                        (LoggingLevel::Info, "Logging tool: info"),
+                        (LoggingLevel::Warning, "Logging tool: warning"),
+                    ] {
+                        if level as u8 >= threshold as u8 {
+                            let param =
+                                LoggingMessageNotificationParam::new(level, Value::from(message));
+                            peer.notify_logging_message(param).await.map_err(internal)?;
+                            sent += 1;
+                        }
+                    }
+                }
+                text(format!("Logging tool done: {sent} messages"))
+            }
+            "test_custom_headers" => {
+                // rmcp has already checked the Mcp-Param-* headers against these arguments.
+                let arguments = request.arguments.clone().unwrap_or_default();
+                text(format!(
+                    "Custom headers test completed: {}",
+                    Value::Object(arguments)
+                ))
+            }
             "increment" => text((self.counter.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
             "whoami" => {
                 let info = peer
@@ -384,7 +997,17 @@ impl ServerHandler for Conformance {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(result(tools()))
+        Ok(tool_list().clone())
+    }
+
+    /// Lets rmcp check a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers against the
+    /// arguments, per the tool's `x-mcp-header` annotations (SEP-2243).
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tool_list()
+            .tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .cloned()
     }
 
     async fn call_tool(
@@ -392,7 +1015,21 @@ impl ServerHandler for Conformance {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if ROUND_TOOLS.contains(&&*request.name) {
+            return self.call_in_rounds(&request, &context).await;
+        }
         self.call(request, context).await.map(Into::into)
+    }
+
+    /// `subscriptions/listen` (2026-07-28): whatever the client asks for, which rmcp narrows
+    /// to what `get_info` advertises (resource updates; no list changes: the lists are
+    /// fixed). rmcp acknowledges, tags the stream's notifications with the subscription id
+    /// and keeps the stream open until the client leaves.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
     }
 
     async fn set_level(
@@ -490,15 +1127,32 @@ impl ServerHandler for Conformance {
                 "arguments": [required("arg1", "First test argument"), required("arg2", "Second test argument")]},
             {"name": "test_prompt_with_embedded_resource", "description": "A prompt with an embedded resource",
                 "arguments": [required("resourceUri", "URI of the resource to embed")]},
-            {"name": "test_prompt_with_image", "description": "A prompt with an image"}
+            {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+            {"name": ROUND_PROMPT, "description": "Asks the user for context first (SEP-2322)"}
         ]})))
     }
 
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name == ROUND_PROMPT {
+            let answers = request.input_responses.clone().unwrap_or_default();
+            let state = request.request_state.clone();
+            let round = rounds(&context, answers, state, |answers, _| {
+                Self::prompt_round(&context, answers)
+            })
+            .await?;
+            return Ok(match round {
+                Round::Done(given) => {
+                    let result: GetPromptResult = result(json!({"messages": [{"role": "user",
+                        "content": {"type": "text", "text": format!("Answer with this context in mind: {given}")}}]}));
+                    result.into()
+                }
+                Round::Ask(asked) => asked.into(),
+            });
+        }
         let arg = |name: &str| {
             request
                 .arguments
