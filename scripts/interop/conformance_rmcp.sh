@@ -58,22 +58,15 @@ input-required-result-result-type input-required-result-unsupported-methods
 input-required-result-tampered-state input-required-result-capability-check
 input-required-result-ignore-extra-params input-required-result-validate-input"
 
-# Scenarios allowed to fail (see README, "With rmcp"). None is rmcp's own failure, nor the
-# example's; with rmcp 3.9 and suite 0.2.0-alpha.12 it is, at 2026-07-28:
-# - server-stateless (26 of 28 checks pass; the 2 list-changed ones are SKIPPED: the example's
-#   lists are fixed and it advertises no listChanged): sep-2575-server-unsupported-version-error
-#   and sep-2575-http-server-error-jsonrpc-id fail in the layer itself. A request with no
-#   session id and `MCP-Protocol-Version: v999.0.0` (not a date) is answered by the layer with
-#   400, -32000 and "id": null, where 2026-07-28 wants -32022 (UnsupportedProtocolVersion,
-#   error.data.supported and .requested) with the request's id. rmcp answers exactly that for
-#   any version it does not support (rmcp 3.9: src/handler/server.rs:94-101, HTTP 400 from
-#   src/transport/streamable_http_server/tower.rs:797-800) once the layer passes such a
-#   request on to its inner service.
-# The example implements the rest: the SEP-2322 multi round-trip tools and prompt
-# (test_input_required_result_*), test_custom_headers (x-mcp-header, checked by rmcp through
-# ServerHandler::get_tool), test_missing_capability, test_streaming_elicitation,
-# test_logging_tool and subscriptions/listen.
-TODO_2026="server-stateless@2026-07-28"
+# Scenarios allowed to fail (see README, "With rmcp"): none with rmcp 3.9 and suite
+# 0.2.0-alpha.12. The example implements what the 2026-07-28 scenarios call: the SEP-2322 multi
+# round-trip tools and prompt (test_input_required_result_*), test_custom_headers (x-mcp-header,
+# checked by rmcp through ServerHandler::get_tool), test_missing_capability,
+# test_streaming_elicitation, test_logging_tool and subscriptions/listen; and the layer passes a
+# request with no session id and an MCP-Protocol-Version that is not a date (v999.0.0) to its
+# inner service, where rmcp answers -32022 with the request's id, as server-stateless checks.
+# (server-stateless skips its two list-changed checks: the example's lists are fixed.)
+TODO_2026=""
 # shellcheck disable=SC2086 # collapses the newlines
 EXPECTED_FAILURES="$(echo ${RMCP_EXPECTED_FAILURES-$TODO_2026})"
 
