@@ -28,6 +28,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
+use tower_mcp_session::bus::RedisBus;
+use tower_mcp_session::rmcp::RedisEventStore;
+use tower_mcp_session::store::RedisStore;
 
 use axum::Router;
 use rmcp::model::{
@@ -62,6 +65,21 @@ pub struct Config {
     pub max_sessions: usize,
     /// A session unused this long expires.
     pub idle_timeout: Duration,
+    /// Sessions shared with the other servers of a deployment through Redis: records, data
+    /// and messages (store, bus) and rmcp's SSE events (so a stream resumes through any
+    /// server). Default: none, everything in this process.
+    pub redis: Option<Redis>,
+}
+
+/// What [`Config::redis`] holds.
+#[derive(Debug, Clone)]
+pub struct Redis {
+    /// Session records and data.
+    pub store: RedisStore,
+    /// Closes and messages between servers.
+    pub bus: RedisBus,
+    /// rmcp's SSE events, for `Last-Event-ID` through any server.
+    pub events: RedisEventStore,
 }
 
 impl Default for Config {
@@ -69,6 +87,7 @@ impl Default for Config {
         Self {
             max_sessions: 10_000,
             idle_timeout: Duration::from_secs(30 * 60),
+            redis: None,
         }
     }
 }
@@ -94,13 +113,20 @@ pub fn build(config: Config) -> App {
     let live = Arc::clone(&handlers);
     let shared = Arc::clone(&states);
     let rmcp_config = StreamableHttpServerConfig::default();
-    let factory = tower_mcp_session::rmcp::stateful(
+    let mut factory = tower_mcp_session::rmcp::stateful(
         move || Ok(Conformance::new(&live, &shared)),
         rmcp_config.clone(),
     );
-    let layer = SessionLayer::mcp(factory.clone())
+    if let Some(redis) = &config.redis {
+        factory = factory.event_store(Arc::new(redis.events.clone()));
+    }
+    let mut layer = SessionLayer::mcp(factory.clone())
         .max_sessions(config.max_sessions)
         .idle_timeout(config.idle_timeout);
+    if let Some(redis) = config.redis {
+        // A server that does not hold a session restores it by replaying its `initialize`.
+        layer = layer.store(redis.store).bus(redis.bus);
+    }
     let sessions = layer.sessions();
     factory.bind(&sessions);
     let live = Arc::clone(&handlers);

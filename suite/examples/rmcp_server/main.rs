@@ -6,6 +6,7 @@
 //! cargo run -p tower-mcp-session-suite --example rmcp_server -- --bind 127.0.0.1:3000
 //! cargo run -p tower-mcp-session-suite --example rmcp_server -- --max-sessions 100 --idle-timeout-secs 60
 //! cargo run -p tower-mcp-session-suite --example rmcp_server -- --mode rmcp-native
+//! cargo run -p tower-mcp-session-suite --example rmcp_server -- --redis-url redis://127.0.0.1:6379
 //! ```
 //!
 //! `--mode layer` (the default) is the layer with one stateful rmcp session per layer session
@@ -29,6 +30,9 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
+use tower_mcp_session::bus::RedisBus;
+use tower_mcp_session::rmcp::RedisEventStore;
+use tower_mcp_session::store::RedisStore;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -49,6 +53,14 @@ struct Args {
     /// Which server to run.
     #[arg(long, value_enum, default_value_t = Mode::Layer)]
     mode: Mode,
+    /// Redis URL: keep session records, data, messages and rmcp's SSE events in Redis, shared
+    /// with the other servers using the same URL and prefix (sessions survive restarts and
+    /// work on every server; streams resume with Last-Event-ID anywhere).
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of every Redis key and channel of this deployment.
+    #[arg(long, env = "MCP_REDIS_PREFIX", default_value = "mcp-rmcp:")]
+    redis_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,11 +78,23 @@ async fn main() -> std::io::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    let redis = match &args.redis_url {
+        None => None,
+        Some(url) => {
+            let prefix = args.redis_prefix.clone();
+            Some(app::Redis {
+                store: RedisStore::open(url, prefix.clone()).map_err(std::io::Error::other)?,
+                bus: RedisBus::open(url, prefix.clone()).map_err(std::io::Error::other)?,
+                events: RedisEventStore::open(url, prefix).map_err(std::io::Error::other)?,
+            })
+        }
+    };
     let app::App {
         router, sessions, ..
     } = app::build(app::Config {
         max_sessions: args.max_sessions,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        redis,
     });
     let router = match args.mode {
         Mode::Layer => router,
