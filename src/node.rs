@@ -211,8 +211,14 @@ impl Node {
         forward: bool,
         unused_for: Duration,
     ) {
-        self.unlisten(id);
-        self.drop_mailbox(id);
+        // A newer copy of the same id may be live here already (restored while this one's
+        // close was on its way): its listening and its subscribers stay.
+        let shared_by_copies =
+            self.bus.is_some() || self.mailbox_count.load(Ordering::Acquire) != 0;
+        if !(shared_by_copies && self.is_live(id)) {
+            self.unlisten(id);
+            self.drop_mailbox(id);
+        }
         if let Some(private) = &self.private {
             // The private data-map store: nothing outlives the session.
             if !private.is_empty() {
@@ -245,6 +251,10 @@ impl Node {
     }
 
     fn queue_forget(&self, forget_one: Forget) {
+        self.queue_forget_once(forget_one, false);
+    }
+
+    fn queue_forget_once(&self, forget_one: Forget, retried: bool) {
         let id = &forget_one.id;
         let mut forget = lock(&self.forget);
         if forget.is_none() {
@@ -280,10 +290,13 @@ impl Node {
                 }
             }
             Err(mpsc::error::TrySendError::Closed(forget_one)) => {
-                // The runtime that ran the task is gone: start it again on this one.
+                // The runtime that ran the task is gone: start it again on this one (once: a
+                // runtime that is shutting down drops the new task too).
                 *forget = None;
                 drop(forget);
-                self.queue_forget(forget_one);
+                if !retried {
+                    self.queue_forget_once(forget_one, true);
+                }
             }
         }
     }

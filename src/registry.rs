@@ -431,7 +431,10 @@ impl Registry {
     }
 
     /// The wall clock now, in ms since the Unix epoch, as this table's clock tells it (so that
-    /// it moves with tokio's paused clock in tests).
+    /// it moves with tokio's paused clock in tests): the wall clock read once when the table
+    /// came into being plus the monotonic time since. After a clock step or a suspended host
+    /// it drifts from the system's wall clock; session ages across nodes (creation times in
+    /// records) are as good as the nodes' clocks agree.
     pub(crate) fn wall_now_ms(&self) -> u64 {
         self.now().saturating_add(self.config.epoch_wall_ms)
     }
@@ -836,6 +839,13 @@ impl Registry {
         }
         // The slot and the key counts now belong to the stored session; closing gives them back.
         reservation.committed = true;
+        // A restored session may end sooner than a new one would (its lifetime counts from
+        // its creation elsewhere): the full-table reclaim must not skip it.
+        let now = self.now();
+        self.next_end.fetch_min(
+            entry.ends_no_sooner_than(now, &self.config),
+            Ordering::AcqRel,
+        );
         Ok(())
     }
 

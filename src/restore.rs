@@ -13,16 +13,19 @@
 //!    per-session service with the session's recorded id, principal and creation time, and the
 //!    recorded opening request is replayed into it; with the MCP profile it is followed by
 //!    `notifications/initialized` (MCP 2025-11-25, Lifecycle). Their answers are read and
-//!    discarded, within [`REPLAY_TIMEOUT`] in all (past it: 503). A replay the service refuses
-//!    (4xx) leaves nothing stored, forgets the record and answers 404: the client starts a new
-//!    session; one it fails (5xx) answers 503 and keeps the record.
+//!    discarded, within [`REPLAY_TIMEOUT`] in all (past it: 503). A replay the service fails
+//!    in a way that may pass (5xx, 408, 429) answers 503; one it refuses (other 4xx: an
+//!    incompatible version during a deploy, a credential the record does not keep) answers
+//!    404, so that the client starts a new session. Either way nothing is stored here and the
+//!    record stays, for the nodes whose copies work.
+//! 4. The session is stored, `on_open` runs on this node, its record's time to live is reset,
+//!    and the client's request is routed.
 //! 5. Bounds: at most [`MAX_RESTORING`](crate::node) restores wait on the store or a factory
 //!    at once on a node (past it: 503 with `Retry-After`), so made-up ids cost a bounded number
 //!    of store reads in flight; a session's lifetime counts from its creation, not from the
 //!    restore (one past its [`max_lifetime`](crate::SessionLayer::max_lifetime) is
 //!    forgotten, 404); a failed restore (no record, store down) answers every request that
 //!    waited for it at once, without another store read each.
-//! 4. The session is stored, `on_open` runs on this node, and the client's request is routed.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -182,11 +185,15 @@ impl<S, F> Restoring<S, F> {
         };
         // Listen before reading the record: a close published from now on reaches this node
         // (once the bus has the subscription in place; the refresher catches any it misses).
+        // Stopped again unless the session is stored, also if this request is dropped.
+        let mut listening = Listening {
+            node,
+            id,
+            keep: false,
+        };
         node.opened(id);
         let restored = self.rebuild(parts, principal, id).await;
-        if !matches!(restored, Ok(Ok(_))) {
-            node.unlisten(id);
-        }
+        listening.keep = matches!(restored, Ok(Ok(_)));
         restored
     }
 
@@ -236,7 +243,7 @@ impl<S, F> Restoring<S, F> {
             Ok(made) => made,
             Err(error) => {
                 tracing::error!(%error, session = %id.redacted(), "session factory failed while restoring");
-                return Ok(Err(Failed::own(Rejection::FactoryFailed)));
+                return Ok(Err(Failed::shared(Rejection::FactoryFailed)));
             }
         };
         let entry: Arc<DynEntry> = Arc::new(Entry::new(
@@ -252,37 +259,68 @@ impl<S, F> Restoring<S, F> {
         let mut guard = SessionGuard::new(Arc::clone(&entry), registry.epoch());
         guard.waited();
         let mut service = service;
-        let replayed = tokio::time::timeout(
+        match tokio::time::timeout(
             REPLAY_TIMEOUT,
             replay(config.mcp, &config.header, &mut service, &entry, &record),
         )
-        .await;
-        match replayed {
+        .await
+        {
             Ok(Ok(status)) if status.is_success() => {}
-            Ok(Ok(status)) if status.is_client_error() => {
-                // The service will never accept this record: forget it, so that no node
-                // rebuilds a session just to refuse it again.
-                tracing::warn!(session = %id.redacted(), %status, "the per-session service refused the replayed opening request; the session is forgotten (404)");
-                node.forget_later(id, CloseReason::Closed);
-                return Ok(Err(Failed::shared(Rejection::SessionNotFound)));
+            Ok(Ok(status)) if is_passing(status) => {
+                // May pass (a server error, a timeout, a rate limit): the record stays, the
+                // client retries.
+                tracing::warn!(session = %id.redacted(), %status, "the per-session service failed the replayed opening request; answering 503");
+                return Ok(Err(Failed::shared(Rejection::Busy(config.retry_after))));
             }
             Ok(Ok(status)) => {
-                // A server error may pass: the record stays, the client retries.
-                tracing::warn!(session = %id.redacted(), %status, "the per-session service failed the replayed opening request; answering 503");
-                return Ok(Err(Failed::own(Rejection::Busy(config.retry_after))));
+                // This node's service refuses the session (an incompatible version during a
+                // deploy, a credential the record does not keep): 404 here, so that the client
+                // starts a new session. The record stays: copies on other nodes may work.
+                tracing::warn!(session = %id.redacted(), %status, "the per-session service refused the replayed opening request; answering 404");
+                return Ok(Err(Failed::shared(Rejection::SessionNotFound)));
             }
             Ok(Err(error)) => return Err(error.into()),
             Err(_) => {
                 tracing::warn!(session = %id.redacted(), "the per-session service did not answer the replayed opening request in time");
-                return Ok(Err(Failed::own(Rejection::Busy(config.retry_after))));
+                return Ok(Err(Failed::shared(Rejection::Busy(config.retry_after))));
             }
         }
         if let Err(why) = registry.commit(&entry, reservation) {
             return Ok(Err(Failed::own(refusal(config, why))));
         }
         registry.announce(&entry);
+        // Again: a copy of the same id that closed here meanwhile (its close runs after it
+        // left the table) may have stopped the listening started above.
+        node.opened(id);
+        // The record may have little time left (the session was idle elsewhere): reset it
+        // now rather than at this node's next refresh round, which might come too late.
+        if let Some(ttl) = crate::open::record_ttl(config) {
+            let _ = node.store.touch(std::slice::from_ref(id), ttl).await;
+        }
         tracing::debug!(session = %id.redacted(), "session restored from the store");
         Ok(Ok(guard))
+    }
+}
+
+/// Whether a refused replay may succeed later: a server error, 408 or 429.
+fn is_passing(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// Stops listening to a session on the bus when dropped, unless the restore stored it.
+struct Listening<'a> {
+    node: &'a Node,
+    id: &'a SessionId,
+    keep: bool,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.node.unlisten(self.id);
+        }
     }
 }
 
@@ -398,6 +436,10 @@ pub(crate) async fn close_everywhere(
         flight: node.restore_lock(&id),
     };
     let mut outcome = guard.flight.lock().await;
+    // Bounded like restores: made-up ids cost at most this many store reads in flight.
+    let Ok(_permit) = node.restore_permits.try_acquire() else {
+        return reject(config, Rejection::Busy(config.retry_after));
+    };
     let local = registry.get(id.as_str());
     match &local {
         Some(entry) if !owned(entry.info.principal()) => {

@@ -223,6 +223,8 @@ struct ProbeState {
     subscriptions: Mutex<HashMap<String, Subscription>>,
     /// How long the factory waits before it returns (paused-clock tests).
     factory_delay_ms: AtomicU64,
+    /// When set, `initialize` is answered with this status (a replay the service refuses).
+    refuse_initialize: Mutex<Option<StatusCode>>,
 }
 
 /// What one node's factory and per-session services did.
@@ -237,6 +239,7 @@ impl Probe {
             seen: Mutex::default(),
             subscriptions: Mutex::default(),
             factory_delay_ms: AtomicU64::new(0),
+            refuse_initialize: Mutex::new(None),
         }))
     }
 
@@ -256,6 +259,10 @@ impl Probe {
             .unwrap()
             .remove(id)
             .expect("a subscribe request ran for this session on this node")
+    }
+
+    fn refuse_initialize(&self, status: Option<StatusCode>) {
+        *self.0.refuse_initialize.lock().unwrap() = status;
     }
 
     fn set_factory_delay(&self, delay: Duration) {
@@ -304,6 +311,10 @@ impl Service<Request<Body>> for NodeService {
                 headers: parts.headers.clone(),
                 body: text.clone(),
             });
+            let refused = *probe.0.refuse_initialize.lock().unwrap();
+            if let Some(status) = refused.filter(|_| text.contains(r#""method":"initialize""#)) {
+                return Ok(reply(status, "refused"));
+            }
             let Some(session) = session else {
                 return Ok(reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -1191,4 +1202,46 @@ async fn a_session_live_here_under_another_principal_is_404_without_a_store_read
     let loads = deployment.store.calls().load;
     assert_not_found(send(&a.app, as_user("bob", post(&id))).await).await;
     assert_eq!(deployment.store.calls().load, loads);
+}
+
+#[tokio::test]
+async fn a_replay_the_service_refuses_is_404_here_and_keeps_the_record_for_the_others() {
+    let deployment = Deployment::default();
+    let a = deployment.node("A", |l| l);
+    let b = deployment.node("B", |l| l);
+    let id = open(&a.app).await;
+
+    // B's service refuses the session for good (say, a version it no longer speaks): 404 on
+    // B, so that the client starts over; A's copy and the record are untouched.
+    b.probe.refuse_initialize(Some(StatusCode::BAD_REQUEST));
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    assert!(b.sessions.is_empty());
+    assert!(deployment.store.record(&id).await.is_some());
+    ok(&a.app, post(&id)).await;
+    assert!(a.closed.all().is_empty());
+
+    // One that may pass (a server error, 429): 503 with Retry-After, record kept, and the
+    // next try restores the session.
+    for status in [
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        b.probe.refuse_initialize(Some(status));
+        let resp = send(&b.app, post(&id)).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{status}");
+        assert!(resp.headers().contains_key(http::header::RETRY_AFTER));
+    }
+    b.probe.refuse_initialize(None);
+    ok(&b.app, post(&id)).await;
+    assert_eq!(b.sessions.len(), 1);
+}
+
+#[tokio::test]
+async fn a_restore_that_fails_stops_listening_on_the_bus() {
+    let deployment = Deployment::default();
+    let b = deployment.node("B", |l| l);
+    let listening = |bus: &MemoryBus| format!("{bus:?}");
+    let before = listening(&deployment.bus);
+    assert_not_found(send(&b.app, post("0b5e3f2a-1111-4222-8333-944445555666")).await).await;
+    assert_eq!(listening(&deployment.bus), before, "no id left listened to");
 }

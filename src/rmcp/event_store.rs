@@ -38,18 +38,21 @@ use crate::redis_link::LazyManager;
 /// # Key layout and event ids
 ///
 /// rmcp names each stream: a request's SSE answer by a UUID, a session's GET stream
-/// `<session id>:common`. The events of stream `s` are the entries of the Redis stream at key
-/// `{prefix}ev:{<tag>}<rest>`, where `<tag>` is `s` up to its last `:` and `<rest>` the
-/// remainder (`:common`), or `<tag>` is all of `s` if it holds no `:`. The braces are a Redis
-/// Cluster hash tag: a session's GET stream lives in the slot of its session id, the slot of
-/// its record under [`RedisStore`](crate::store::RedisStore) with the same prefix. Each entry
+/// `<session id>:common`; [`Stateful`](super::Stateful) stores them as `<session id>/<stream
+/// id>`. The events of stream `s` are the entries of the Redis stream at key
+/// `{prefix}ev:{<tag>}<rest>`, where `<tag>` is `s` up to its first `/` (the session id) and
+/// `<rest>` the remainder, or, for a stream id without `/`, up to its last `:`. The braces are
+/// a Redis Cluster hash tag: all of a session's streams live in the slot of its session id,
+/// the slot of its record under [`RedisStore`](crate::store::RedisStore) with the same
+/// prefix. Each entry
 /// holds the JSON of the event's message in field `m` (absent for a priming event) and its
 /// SSE `retry` in milliseconds in field `r` (absent if none).
 ///
 /// The id of an event is `<entry id>@<stream id>`, for example `1732960000000-0@3f2a…`:
 /// unique (Redis gives entry ids in increasing order within a stream, and stream ids are
-/// unique), free of newlines, and enough to find the stream again. [`Stateful`](super::Stateful)
-/// prefixes it with the session id before the client sees it.
+/// unique), free of newlines, and enough to find the stream again. Through
+/// [`Stateful`](super::Stateful) the stream id starts with the session id, and a session
+/// replays only ids of its own streams.
 ///
 /// # Commands and bounds
 ///
@@ -190,8 +193,8 @@ impl RedisEventStore {
 
     /// The key of stream `stream_id`: `{prefix}ev:{<tag>}<rest>`.
     fn key(&self, stream_id: &str) -> String {
-        let (tag, rest) = match stream_id.rfind(':') {
-            Some(colon) => stream_id.split_at(colon),
+        let (tag, rest) = match stream_id.find('/').or_else(|| stream_id.rfind(':')) {
+            Some(at) => stream_id.split_at(at),
             None => (stream_id, ""),
         };
         let mut key = String::with_capacity(self.prefix.len() + stream_id.len() + 5);

@@ -149,7 +149,7 @@ use rmcp::transport::streamable_http_server::session::{
     SessionId as RmcpSessionId, SessionManager,
 };
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::factory::SessionFactory;
@@ -522,13 +522,24 @@ impl SessionManager for OneSession {
     }
 }
 
-/// The event store as one session sees it: the shared store's ids prefixed with
-/// `<session id>/`, and only such ids replayed, so that a session never replays another's
-/// stream.
+/// The event store as one session sees it: its streams are stored as `<session id>/<stream
+/// id>`, and a replay must name one of them (the part of the event id after its first `@`, as
+/// [`RedisEventStore`] writes ids, starts with `<session id>/`), so that no event id, forged
+/// or stolen, replays another session's stream. A store whose ids do not have that form
+/// replays nothing through a session.
 struct SessionEvents {
     /// `<session id>/`.
     prefix: String,
     store: Arc<dyn EventStore>,
+}
+
+impl SessionEvents {
+    /// Whether `event_id` names a stream of this session.
+    fn owns(&self, event_id: &str) -> bool {
+        event_id
+            .split_once('@')
+            .is_some_and(|(_, stream)| stream.starts_with(self.prefix.as_str()))
+    }
 }
 
 impl EventStore for SessionEvents {
@@ -544,8 +555,8 @@ impl EventStore for SessionEvents {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            let id = self.store.store_event(stream_id, event).await?;
-            Ok(format!("{}{id}", self.prefix))
+            let scoped = format!("{}{stream_id}", self.prefix);
+            self.store.store_event(&scoped, event).await
         })
     }
 
@@ -559,20 +570,12 @@ impl EventStore for SessionEvents {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            let Some(id) = last_event_id.strip_prefix(self.prefix.as_str()) else {
+            if !self.owns(last_event_id) {
                 return Err(EventStoreError::from(
                     "the event id is not one of this session's",
                 ));
-            };
-            let events = self.store.replay_events_after(id).await?;
-            let prefix = self.prefix.clone();
-            let events = events.map(move |mut event| {
-                if let Some(id) = event.event_id.take() {
-                    event.event_id = Some(format!("{prefix}{id}"));
-                }
-                event
-            });
-            Ok(Box::pin(events) as EventStream)
+            }
+            self.store.replay_events_after(last_event_id).await
         })
     }
 }

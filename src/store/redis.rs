@@ -46,10 +46,10 @@ use crate::redis_link::{LazyManager, check_prefix, session_name};
 ///
 /// # Commands
 ///
-/// * [`create`](SessionStore::create): `DEL`, `HSET` of every field and `PEXPIRE` in one
-///   `MULTI`/`EXEC` transaction, so a record appears whole, with its TTL, or not at all (no
-///   TTL: no `PEXPIRE`, the key never expires; an earlier record under the same id, data map
-///   included, is replaced).
+/// * [`create`](SessionStore::create): one script (`EVALSHA`): `EXISTS`, then `HSET` of every
+///   field and `PEXPIRE`, so a record appears whole, with its TTL, or not at all (no TTL: no
+///   `PEXPIRE`, the key never expires); an id that has a record already is refused, never
+///   written over.
 /// * [`load`](SessionStore::load): `HMGET` of the six record fields (the data map, which may be
 ///   large, is not read); no key (none of the fields) is `None`, a field missing or
 ///   unreadable, or a key of another type, is [`StoreError`].
@@ -57,6 +57,8 @@ use crate::redis_link::{LazyManager, check_prefix, session_name};
 ///   pipeline, each pipeline within the timeout; `PEXPIRE` on a key that is gone does
 ///   nothing. No ids: no round trip.
 /// * [`delete`](SessionStore::delete): `DEL`.
+/// * [`delete_if_unused`](SessionStore::delete_if_unused): one script: `PTTL`, then `DEL` only
+///   if the remaining TTL shows no refresh since the evicting node last used the session.
 /// * [`data_get`](SessionStore::data_get) / [`data_remove`](SessionStore::data_remove):
 ///   `HGET` / `HDEL` of `d:<key>` (neither creates a key).
 /// * [`data_insert`](SessionStore::data_insert) / [`data_increment`](SessionStore::data_increment):

@@ -485,9 +485,10 @@ fn check_call_answer(events: &[Sse], session: &str, id: u64, tool: &str) {
     );
     for event in events {
         let event_id = event.id.as_deref().expect("every event has an id");
+        let (_, stream) = event_id.split_once('@').expect("<entry id>@<stream id>");
         assert!(
-            event_id.starts_with(&format!("{session}/")),
-            "{event_id} is scoped to {session}"
+            stream.starts_with(&format!("{session}/")),
+            "{event_id} names a stream of {session}"
         );
     }
 }
@@ -543,9 +544,18 @@ async fn a_stream_served_by_one_node_resumes_through_the_other() {
             .await
             .is_empty()
     );
-    let unscoped = foreign.split_once('/').unwrap().1.to_owned();
+    // Forged: this session's id where a scope used to be, the other session's stream after
+    // the `@`.
+    let forged = format!("{id}/{foreign}");
     assert!(
-        send(&b, resume(&id, &unscoped), StatusCode::OK)
+        send(&b, resume(&id, &forged), StatusCode::OK)
+            .await
+            .is_empty()
+    );
+    let (entry, _) = foreign.split_once('@').unwrap();
+    let other_common = format!("{entry}@{other}/{other}:common");
+    assert!(
+        send(&b, resume(&id, &other_common), StatusCode::OK)
             .await
             .is_empty()
     );
