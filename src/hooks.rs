@@ -43,7 +43,8 @@ impl CloseReason {
     /// deployment, with its [store](crate::store) record deleted. `Deleted`, `Closed` and
     /// `LifetimeEnded` are; `Evicted` is unless another node has used the session since this
     /// node last did (eviction frees this node's memory; a session busy elsewhere lives on
-    /// there); `Expired` is not (the session was idle *on this node*; its record expires by
+    /// there; without an idle timeout records have no time to live to tell by, and eviction
+    /// ends the session everywhere); `Expired` is not (the session was idle *on this node*; its record expires by
     /// its own time to live, which every node using the session keeps fresh), nor is
     /// `Shutdown` (a node going away during a rolling deploy: clients carry on through the
     /// other nodes).
