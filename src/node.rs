@@ -50,10 +50,6 @@ struct Forget {
 /// Store and bus of one session table.
 pub(crate) struct Node {
     pub(crate) store: Arc<dyn SessionStore>,
-    /// Whether `store` is shared with other nodes (configured): records are written, misses
-    /// are restored, closes for good are forgotten there. Otherwise `store` is the table's
-    /// private data-map store.
-    pub(crate) shared: bool,
     pub(crate) bus: Option<Arc<dyn BusConnection>>,
     /// The same store as `store` when it is the table's private one.
     private: Option<MemoryStore>,
@@ -93,14 +89,12 @@ impl Node {
                 )
             }
         };
-        let shared = private.is_none();
         let bus = config
             .bus
             .as_ref()
             .map(|bus| connect(&**bus, registry.clone()));
         Self {
             store,
-            shared,
             bus,
             private,
             mailboxes: Mutex::default(),

@@ -120,7 +120,7 @@ impl<S, F> Opening<S, F> {
         }
         // With a shared store the opening request is kept whole for replay: its body is read
         // within the same limits as the MCP peek.
-        let shared = registry.node().shared;
+        let shared = registry.shared;
         let mut kept_body = None;
         let body = if peek || shared {
             let bytes = match read_bounded(registry, &parts, body).await {
@@ -213,7 +213,7 @@ impl<S, F> Opening<S, F> {
             }
         }
         if let Err(why) = registry.commit(&entry, reservation) {
-            if registry.node().shared {
+            if registry.shared {
                 // Written above, never to be used: no client got the id.
                 registry.node().forget_later(info.id(), CloseReason::Closed);
             }

@@ -104,9 +104,9 @@ pub(crate) struct Entry<T: ?Sized> {
     in_flight: AtomicU32,
     closed: AtomicBool,
     hooks: AtomicU8,
-    /// Closed on word from the bus (another node closed it for good): nothing to forward.
-    /// (In what was padding: costs no memory.)
-    closed_by_bus: AtomicBool,
+    /// The close needs no forwarding from here: it came from the bus (another node closed the
+    /// session for good), or its closer forwards it itself. (In what was padding: no memory.)
+    forwarded: AtomicBool,
     /// When the session's last request started.
     last_request: AtomicU64,
     /// Created on first need, by a response body waiting for more data.
@@ -135,7 +135,7 @@ impl<T> Entry<T> {
         Self {
             info,
             node,
-            closed_by_bus: AtomicBool::new(false),
+            forwarded: AtomicBool::new(false),
             client: client.map(Box::new),
             last_seen: AtomicU64::new(now),
             last_request: AtomicU64::new(now),
@@ -404,14 +404,14 @@ impl Registry {
     /// Closes `id` for `reason` on word from the bus: another node closed it for good.
     pub(crate) fn close_from_bus(&self, id: &SessionId, reason: CloseReason) {
         if let Some(entry) = self.get(id.as_str()) {
-            entry.closed_by_bus.store(true, Ordering::Release);
+            entry.forwarded.store(true, Ordering::Release);
             self.close_entry(&entry, reason);
         }
     }
 
     /// Closes `entry` here only: the caller deletes its record and tells the other nodes.
     pub(crate) fn close_here(&self, entry: &Arc<DynEntry>, reason: CloseReason) -> bool {
-        entry.closed_by_bus.store(true, Ordering::Release);
+        entry.forwarded.store(true, Ordering::Release);
         self.close_entry(entry, reason)
     }
 
@@ -596,7 +596,7 @@ impl Registry {
             if hook {
                 self.on_closed(&entry, reason);
             }
-            let forward = !entry.closed_by_bus.load(Ordering::Acquire);
+            let forward = !entry.forwarded.load(Ordering::Acquire);
             let unused_for = now.saturating_sub(entry.last_request.load(Ordering::Relaxed));
             self.node.closed(
                 entry.info.id(),

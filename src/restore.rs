@@ -192,27 +192,6 @@ impl<S, F> Restoring<S, F> {
             keep: false,
         };
         node.opened(id);
-        let restored = self.rebuild(parts, principal, id).await;
-        listening.keep = matches!(restored, Ok(Ok(_)));
-        restored
-    }
-
-    async fn rebuild<B, SB>(
-        self,
-        parts: &Parts,
-        principal: Option<&Principal>,
-        id: &SessionId,
-    ) -> Result<Result<SessionGuard, Failed>, S::Error>
-    where
-        S: Service<Req<B>>,
-        F: SessionFactory<S>,
-        F::Service: Service<Req<B>, Response = Response<SB>> + Clone + Send + Sync + 'static,
-        <F::Service as Service<Req<B>>>::Error: Into<S::Error>,
-        SB: Body,
-    {
-        let registry = &*self.registry;
-        let config = &registry.config;
-        let node = registry.node();
         let loaded = node.store.load(id).await;
         node.store_health(&loaded);
         let record = match loaded {
@@ -298,6 +277,7 @@ impl<S, F> Restoring<S, F> {
             let _ = node.store.touch(std::slice::from_ref(id), ttl).await;
         }
         tracing::debug!(session = %id.redacted(), "session restored from the store");
+        listening.keep = true;
         Ok(Ok(guard))
     }
 }
