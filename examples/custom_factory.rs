@@ -181,7 +181,7 @@ pub fn app(
         }
     };
 
-    let layer = SessionLayer::new(factory)
+    let layer = SessionLayer::generic(factory)
         .header(SESSION_HEADER)
         .make_session_id(make_session_id)
         .close_policy(ClosePolicy::when(|parts| {
@@ -194,7 +194,8 @@ pub fn app(
             let user = parts.headers.get(USER_HEADER)?.to_str().ok()?;
             Some(Principal::from(user))
         })
-        .idle_timeout(Duration::from_secs(15 * 60));
+        .idle_timeout(Duration::from_secs(15 * 60))
+        .build();
     let sessions = layer.sessions();
     (ServiceBuilder::new().layer(layer).service(inner), sessions)
 }

@@ -73,7 +73,7 @@ pub async fn serve(
     });
 
     // The factory: a fresh service with its own counter for each session.
-    let layer = SessionLayer::new(|session: SessionInfo, _inner| async move {
+    let layer = SessionLayer::generic(|session: SessionInfo, _inner| async move {
         tracing::info!(id = %session.id(), "session opened");
         let counter = Arc::new(AtomicU64::new(0));
         Ok::<_, Infallible>(service_fn(move |req: Request<Body>| {
@@ -94,7 +94,8 @@ pub async fn serve(
     .max_sessions(10_000)
     .on_close(
         |info: &SessionInfo, reason| tracing::info!(id = %info.id(), ?reason, "session closed"),
-    );
+    )
+    .build();
     let sessions = layer.sessions();
     let app = ServiceBuilder::new().layer(layer).service(inner);
 

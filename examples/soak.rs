@@ -163,7 +163,8 @@ async fn soak(waves: usize, per_wave: usize) {
         }))
     })
     .idle_timeout(IDLE)
-    .max_sessions(per_wave);
+    .max_sessions(per_wave)
+    .build();
     let sessions = layer.sessions();
     let svc = layer.layer(inner);
     drop(layer);

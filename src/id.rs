@@ -12,14 +12,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// Longest session id accepted from a request or a generator, in bytes.
-///
-/// The MCP specification sets no upper bound; 255 bytes fits every common scheme (UUIDs,
-/// prefixed random tokens, short JWTs) and keeps a hostile header from costing more than a
-/// bounded amount of hashing.
-pub const MAX_SESSION_ID_LEN: usize = 255;
-
-/// A session id: visible ASCII (0x21–0x7E), 1 to [`MAX_SESSION_ID_LEN`] bytes.
+/// A session id: visible ASCII (0x21–0x7E), 1 to [`SessionId::MAX_LEN`] bytes.
 ///
 /// Cheap to clone (a reference-counted string) and hashes like the `str` it holds, so the
 /// session table can be searched with the raw header value without allocating.
@@ -27,11 +20,18 @@ pub const MAX_SESSION_ID_LEN: usize = 255;
 pub struct SessionId(Arc<str>);
 
 impl SessionId {
+    /// Longest session id accepted from a request or a generator: 255 bytes.
+    ///
+    /// The MCP specification sets no upper bound; 255 bytes fits every common scheme (UUIDs,
+    /// prefixed random tokens, short JWTs) and keeps a hostile header from costing more than
+    /// a bounded amount of hashing.
+    pub const MAX_LEN: usize = 255;
+
     /// Checks `value` against the id rules and returns it as a `SessionId`.
     ///
     /// # Errors
     ///
-    /// [`InvalidSessionId`] if `value` is empty, longer than [`MAX_SESSION_ID_LEN`] bytes, or
+    /// [`InvalidSessionId`] if `value` is empty, longer than [`MAX_LEN`](Self::MAX_LEN) bytes, or
     /// holds a byte outside visible ASCII (0x21–0x7E; MCP 2025-11-25, Streamable HTTP,
     /// Session Management).
     pub fn parse(value: &str) -> Result<Self, InvalidSessionId> {
@@ -42,6 +42,12 @@ impl SessionId {
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as a header value (ids are visible ASCII, which every header value may hold).
+    pub(crate) fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from_str(self.as_str())
+            .expect("a SessionId holds visible ASCII only, a valid header value")
     }
 
     /// The id for logs: its first 8 bytes followed by `…` (an id of 8 bytes or fewer shows
@@ -57,7 +63,7 @@ pub(crate) fn validate(bytes: &[u8]) -> Result<(), InvalidSessionId> {
     if bytes.is_empty() {
         return Err(InvalidSessionId::Empty);
     }
-    if bytes.len() > MAX_SESSION_ID_LEN {
+    if bytes.len() > SessionId::MAX_LEN {
         return Err(InvalidSessionId::TooLong(bytes.len()));
     }
     // Branch-free over the bytes so that it vectorizes; the first bad byte is looked for
@@ -142,7 +148,7 @@ impl std::str::FromStr for SessionId {
 pub enum InvalidSessionId {
     /// The id is empty.
     Empty,
-    /// The id is longer than [`MAX_SESSION_ID_LEN`]; holds the length in bytes.
+    /// The id is longer than [`SessionId::MAX_LEN`]; holds the length in bytes.
     TooLong(usize),
     /// The id holds a byte outside visible ASCII (0x21–0x7E); holds the first such byte.
     InvalidByte(u8),
@@ -154,7 +160,8 @@ impl fmt::Display for InvalidSessionId {
             Self::Empty => f.write_str("session id is empty"),
             Self::TooLong(len) => write!(
                 f,
-                "session id is {len} bytes long, the limit is {MAX_SESSION_ID_LEN}"
+                "session id is {len} bytes long, the limit is {}",
+                SessionId::MAX_LEN
             ),
             Self::InvalidByte(b) => write!(
                 f,
@@ -218,10 +225,10 @@ mod tests {
             SessionId::parse("é"),
             Err(InvalidSessionId::InvalidByte(0xc3))
         );
-        let long = "a".repeat(MAX_SESSION_ID_LEN + 1);
+        let long = "a".repeat(SessionId::MAX_LEN + 1);
         assert_eq!(
             SessionId::parse(&long),
-            Err(InvalidSessionId::TooLong(MAX_SESSION_ID_LEN + 1))
+            Err(InvalidSessionId::TooLong(SessionId::MAX_LEN + 1))
         );
         assert!(SessionId::parse(&long[1..]).is_ok());
     }

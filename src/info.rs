@@ -1,6 +1,8 @@
-//! What a session knows about itself: [`SessionInfo`] and the [`Principal`] it is bound to.
+//! Who is who: [`SessionInfo`] (what a session knows about itself), the [`Principal`] a
+//! session is bound to, and the [`ClientKey`] a request comes from.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +13,7 @@ use crate::id::SessionId;
 /// MCP 2025-11-25, Security Best Practices, Session Hijacking: servers should bind a session
 /// to the user it was opened for, so that a stolen or guessed id is useless to anyone else.
 /// The layer reads the principal of every request with the extractor given to
-/// [`SessionLayer::principal`](crate::SessionLayer::principal), stores the one seen on the
+/// [`SessionLayerBuilder::principal`](crate::SessionLayerBuilder::principal), stores the one seen on the
 /// opening request, and answers a later request whose principal differs (or is missing)
 /// exactly like an unknown session: 404 Not Found.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -59,21 +61,15 @@ impl fmt::Display for Principal {
     }
 }
 
-/// Milliseconds since the Unix epoch, now (0 before 1970).
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A live session as the layer sees it: its id, the principal it is bound to and when it was
 /// created.
 ///
-/// Given to the [`SessionFactory`](crate::SessionFactory) when the session opens, to the
-/// [`on_open`](crate::SessionLayer::on_open) and [`on_close`](crate::SessionLayer::on_close)
-/// hooks, and inserted into the extensions of every request routed to the session (read it
-/// with `req.extensions().get::<SessionInfo>()`, or, with the `axum` feature, as an extractor).
-/// Cloning costs two reference-count increments.
+/// Given to the [`SessionFactory`](crate::SessionFactory) when the session opens and to the
+/// [`on_open`](crate::SessionLayerBuilder::on_open) and
+/// [`on_close`](crate::SessionLayerBuilder::on_close) hooks. A request routed to a session
+/// carries it inside its [`Session`](crate::Session) extension
+/// (`req.extensions().get::<Session>().map(Session::info)`); with the `axum` feature it is
+/// also an extractor of its own. Cloning costs two reference-count increments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     id: SessionId,
@@ -89,7 +85,7 @@ impl SessionInfo {
         Self {
             id,
             principal,
-            created_ms: wall_ms(),
+            created_ms: crate::time::wall_ms(),
         }
     }
 
@@ -121,6 +117,42 @@ impl SessionInfo {
 
     /// When the session was created (wall clock, millisecond precision).
     pub fn created_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.created_ms)
+        // A creation time read from a store record could be anything: capped at the end of
+        // year 9999, which every platform's `SystemTime` holds.
+        const LATEST_MS: u64 = 253_402_300_799_999;
+        UNIX_EPOCH + Duration::from_millis(self.created_ms.min(LATEST_MS))
+    }
+}
+
+/// Who a request comes from, for
+/// [`max_sessions_per_client`](crate::SessionLayerBuilder::max_sessions_per_client): an IP
+/// address (the usual choice: the peer address from axum's `ConnectInfo`, or the first hop of
+/// a trusted `X-Forwarded-For`) or any string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey(ClientKeyKind);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ClientKeyKind {
+    Ip(IpAddr),
+    Name(Arc<str>),
+}
+
+impl ClientKey {
+    /// A client named by any string (an API key's id, a tenant).
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(ClientKeyKind::Name(name.into()))
+    }
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> Self {
+        Self(ClientKeyKind::Ip(ip))
+    }
+}
+
+impl From<std::net::SocketAddr> for ClientKey {
+    /// The address's IP; the port is dropped (one client opens many connections).
+    fn from(addr: std::net::SocketAddr) -> Self {
+        Self::from(addr.ip())
     }
 }

@@ -37,7 +37,8 @@
 //! }))
 //! .idle_timeout(Duration::from_secs(30 * 60))
 //! .max_sessions(10_000)
-//! .on_close(|info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "closed"));
+//! .on_close(|info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "closed"))
+//! .build();
 //! let sessions = layer.sessions(); // len, state, snapshot, close, close_where, shutdown
 //!
 //! // Put the layer around the MCP route only: `route_service`, not `Router::layer` (which
@@ -68,17 +69,17 @@
 //!
 //! Other placements: `Router::new().nest_service("/mcp", ..)`, or
 //! `ServiceBuilder::new().layer(layer).service(router)` around a whole router with a
-//! [`sessionless`](SessionLayer::sessionless) predicate for the routes without sessions. With
+//! [`sessionless`](SessionLayerBuilder::sessionless) predicate for the routes without sessions. With
 //! hyper 1, pass the layered service through `hyper_util::service::TowerToHyperService`. With
-//! tonic 0.14, use `Server::builder().layer(SessionLayer::new(..).header(..))` and a
-//! [`rejection`](SessionLayer::rejection) hook that answers with a gRPC status. The layer's
+//! tonic 0.14, use `Server::builder().layer(SessionLayer::generic(..).header(..).build())` and a
+//! [`rejection`](SessionLayerBuilder::rejection) hook that answers with a gRPC status. The layer's
 //! response body has `Default`, so tower-http's `TimeoutLayer` can sit outside it.
 //!
 //! # What the layer answers
 //!
 //! | request | answer |
 //! |---|---|
-//! | no session header, opens a session (MCP: POST `initialize`) | the per-session service's response; if 2xx (or what [`keep_session_if`](SessionLayer::keep_session_if) says), the session is stored and the response carries `Mcp-Session-Id` |
+//! | no session header, opens a session (MCP: POST `initialize`) | the per-session service's response; if 2xx (or what [`keep_session_if`](SessionLayerBuilder::keep_session_if) says), the session is stored and the response carries `Mcp-Session-Id` |
 //! | no session header, does not open one | 400, JSON-RPC -32000 |
 //! | header repeated, empty, over 255 bytes or not visible ASCII | 400, JSON-RPC -32000 |
 //! | id unknown, expired, closed, or of another principal | 404, JSON-RPC -32001 `Session not found` |
@@ -92,9 +93,9 @@
 //! | MCP: `MCP-Protocol-Version` ≥ 2026-07-28 | passed to the inner service, no session |
 //! | MCP: malformed `MCP-Protocol-Version` with a session id, or repeated | 400 |
 //! | MCP: one `MCP-Protocol-Version` that is not a date, no session id | passed to the inner service (it knows its versions), no session |
-//! | with a [store](SessionLayer::store): an id not live on this node | restored from its record and routed; 404 if there is none; 503 with `Retry-After` if the store does not answer |
+//! | with a [store](crate::Cluster): an id not live on this node | restored from its record and routed; 404 if there is none; 503 with `Retry-After` if the store does not answer |
 //!
-//! See [`Rejection`] for the bodies and [`SessionLayer::rejection`] to replace them.
+//! See [`Rejection`] for the bodies and [`SessionLayerBuilder::rejection`] to replace them.
 //!
 //! # Concurrency and closing
 //!
@@ -120,57 +121,65 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod body;
+// The crate's floors, each importing only the ones above it in this list:
+// leaves (ids, info, close reasons, errors, time, locks; the store and bus traits and their
+// implementations) → `table` (the live-session table) and `mcp` (the MCP rules) → `cluster`
+// (store and bus links, restores, refresh, data) → `handle` (what users hold) → `http` (the
+// tower layer) → `client` and `rmcp` (integrations, on the public API).
+mod close;
+mod error;
+mod id;
+mod info;
+#[cfg(feature = "redis")]
+mod redis_link;
+mod sync;
+mod time;
+
 pub mod bus;
+pub mod store;
+
+pub mod mcp;
+mod table;
+
+mod cluster;
+
+mod handle;
+
+mod http;
+
 /// The client side: keep the MCP session of an HTTP client, start a new one on 404.
 #[cfg(feature = "client")]
 pub mod client;
-pub mod future;
-pub mod mcp;
 #[cfg(feature = "rmcp")]
 pub mod rmcp;
-pub mod store;
 
-mod config;
-mod data;
-#[cfg(feature = "axum")]
-mod extract;
-mod factory;
-mod hooks;
-mod id;
-mod info;
-mod layer;
-mod node;
-mod open;
-mod policy;
-#[cfg(feature = "redis")]
-mod redis_link;
-mod registry;
-mod rejection;
-mod restore;
-mod service;
-mod session;
-mod sessions;
-mod sweeper;
+/// Request and response bodies of [`SessionService`].
+pub mod body {
+    pub use crate::http::body::{RequestBody, ResponseBody};
+}
 
-pub use config::{
-    ClientKey, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_PEEK_BUDGET, DEFAULT_PEEK_LIMIT,
-    DEFAULT_PEEK_TIMEOUT, DEFAULT_RETRY_AFTER, EvictBy,
-};
-pub use data::{DataError, SessionData, Subscription};
+/// The response future of [`SessionService`].
+pub mod future {
+    pub use crate::http::future::ResponseFuture;
+}
+
+pub use close::{CloseReason, UnknownCloseReason};
+pub use cluster::Cluster;
+pub use cluster::data::{DataError, SessionData, Subscription};
+pub use error::BoxError;
 #[cfg(feature = "axum")]
-pub use extract::{MissingSession, SessionState};
-pub use factory::{SessionFactory, WithState, with_state};
-pub use hooks::CloseReason;
-pub use id::{InvalidSessionId, MAX_SESSION_ID_LEN, MakeSessionId, Redacted, SessionId, UuidV4};
-pub use info::{Principal, SessionInfo};
-pub use layer::SessionLayer;
-pub use policy::{ClosePolicy, OpenPolicy};
-pub use registry::SessionSnapshot;
-pub use rejection::{InvalidSessionHeader, Rejection};
-pub use service::SessionService;
-pub use session::Session;
-pub use sessions::{Sessions, WeakSessions};
+pub use handle::extract::{MissingSession, SessionState};
+pub use handle::session::{Session, WeakSession};
+pub use handle::sessions::{Sessions, WeakSessions};
+pub use handle::snapshot::SessionSnapshot;
+pub use http::factory::{SessionFactory, WithState, with_state};
+pub use http::layer::{SessionLayer, SessionLayerBuilder};
+pub use http::policy::{ClosePolicy, OpenPolicy};
+pub use http::rejection::{InvalidSessionHeader, Rejection};
+pub use http::service::SessionService;
+pub use id::{InvalidSessionId, MakeSessionId, Redacted, SessionId, UuidV4};
+pub use info::{ClientKey, Principal, SessionInfo};
+pub use table::Eviction;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

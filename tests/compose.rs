@@ -21,7 +21,9 @@ use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_http::timeout::TimeoutLayer;
 use tower_mcp_session::body::RequestBody;
-use tower_mcp_session::{Session, SessionInfo, SessionLayer, SessionState, with_state};
+use tower_mcp_session::{
+    Session, SessionInfo, SessionLayer, SessionLayerBuilder, SessionState, with_state,
+};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
 
@@ -57,7 +59,7 @@ async fn axum_inner_and_boxed_session_bodies_under_timeout_layer_over_loopback()
         "/mcp",
         any(|| async { (StatusCode::BAD_REQUEST, "sessionless") }),
     );
-    let layer = SessionLayer::mcp(with_state(boxed_body_factory()));
+    let layer = SessionLayer::mcp(with_state(boxed_body_factory())).build();
     let sessions = layer.sessions();
     let mcp = ServiceBuilder::new()
         .layer(TimeoutLayer::with_status_code(
@@ -149,7 +151,7 @@ fn extractor_router() -> Router {
 }
 
 fn extractor_layer<I: Send + 'static>()
--> SessionLayer<impl tower_mcp_session::SessionFactory<I, Service = Router>> {
+-> SessionLayerBuilder<impl tower_mcp_session::SessionFactory<I, Service = Router>> {
     let template = extractor_router();
     SessionLayer::mcp(with_state(move |_info: SessionInfo, _inner: I| {
         let router = template.clone();
@@ -160,7 +162,7 @@ fn extractor_layer<I: Send + 'static>()
 #[tokio::test]
 async fn route_service_keeps_other_routes_out_of_the_session_rules() {
     let mcp = ServiceBuilder::new()
-        .layer(extractor_layer())
+        .layer(extractor_layer().build())
         .service(Router::new());
     let app = Router::new()
         .route_service("/mcp", mcp)
@@ -176,7 +178,7 @@ async fn route_service_keeps_other_routes_out_of_the_session_rules() {
 
 #[tokio::test]
 async fn nest_service_routes_the_whole_prefix_through_one_table() {
-    let layer = extractor_layer();
+    let layer = extractor_layer().build();
     let sessions = layer.sessions();
     let mcp = ServiceBuilder::new().layer(layer).service(Router::new());
     let app = Router::new().nest_service("/mcp", mcp);
@@ -200,7 +202,9 @@ async fn nest_service_routes_the_whole_prefix_through_one_table() {
 
 #[tokio::test]
 async fn one_layer_around_a_whole_router_with_a_sessionless_health_route() {
-    let layer = extractor_layer().sessionless(|parts| parts.uri.path() == "/health");
+    let layer = extractor_layer()
+        .sessionless(|parts| parts.uri.path() == "/health")
+        .build();
     let router = extractor_router().route("/health", get(|| async { "ok" }));
     let app = ServiceBuilder::new().layer(layer).service(router);
     let (status, _) = status_and_text(app.clone(), init_at("/mcp")).await;
@@ -217,7 +221,7 @@ async fn router_layer_applies_the_session_rules_to_every_route() {
     // without a session id is refused by the MCP rules (and each route has its own table).
     let app = extractor_router()
         .route("/health", get(|| async { "ok" }))
-        .layer(extractor_layer());
+        .layer(extractor_layer().build());
     let (status, _) = status_and_text(app, health()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
@@ -233,7 +237,7 @@ async fn extractors_without_the_layer_answer_500_saying_why() {
     // With the extension switched off, the extractors say the same; the session still works
     // for services that do not need them.
     let app = ServiceBuilder::new()
-        .layer(extractor_layer().session_extension(false))
+        .layer(extractor_layer().session_extension(false).build())
         .service(Router::new());
     let resp = app.clone().oneshot(init_at("/mcp")).await.unwrap();
     assert_eq!(
@@ -263,7 +267,8 @@ async fn a_state_of_another_type_is_a_500_naming_the_type() {
     let layer = SessionLayer::mcp(with_state(move |_info: SessionInfo, _inner: Router| {
         let router = router.clone();
         async move { Ok::<_, Infallible>((router, 7_u32)) }
-    }));
+    }))
+    .build();
     let app = ServiceBuilder::new().layer(layer).service(Router::new());
     let (status, body) = status_and_text(app, init_at("/mcp")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

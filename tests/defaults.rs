@@ -16,9 +16,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::buffer::Buffer;
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_mcp_session::{
-    DEFAULT_MAX_SESSIONS, OpenPolicy, Session, SessionInfo, SessionLayer, Sessions,
-};
+use tower_mcp_session::{OpenPolicy, Session, SessionInfo, SessionLayer, Sessions};
 
 /// Lets the sweeper (a task on this current-thread runtime, which yields between shards)
 /// run a whole pass.
@@ -30,7 +28,6 @@ async fn settle() {
 
 #[tokio::test]
 async fn the_default_session_limit_is_10_000_and_the_next_open_gets_503() {
-    assert_eq!(DEFAULT_MAX_SESSIONS, 10_000);
     let Fixture(live, _, sessions, app) = Fixture::mcp_unhooked(|layer| layer);
     assert_eq!(sessions.max_sessions(), 10_000);
     for _ in 0..10_000 {
@@ -141,7 +138,8 @@ async fn a_factory_can_be_an_async_closure() {
                 Ok::<_, Infallible>(Response::new(full(me)))
             }
         }))
-    });
+    })
+    .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let id = open(&app).await;
@@ -199,7 +197,7 @@ async fn a_service_that_is_not_clone_works_behind_a_buffer() {
     };
     let inner =
         service_fn(|_req: Request<Body>| async { Ok::<_, BoxError>(Response::new(full("inner"))) });
-    let layer = SessionLayer::mcp(factory);
+    let layer = SessionLayer::mcp(factory).build();
     let sessions = layer.sessions();
     let app = layer.layer(inner);
 
@@ -248,7 +246,9 @@ async fn a_service_that_is_not_clone_works_behind_a_buffer() {
 #[tokio::test]
 async fn the_mcp_open_policy_works_under_the_generic_profile() {
     let live = Live::default();
-    let layer = SessionLayer::new(echo_factory(&live)).open_policy(OpenPolicy::mcp_initialize());
+    let layer = SessionLayer::generic(echo_factory(&live))
+        .open_policy(OpenPolicy::mcp_initialize())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 

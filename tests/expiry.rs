@@ -187,7 +187,8 @@ async fn a_panicking_close_hook_does_not_stop_the_sweeper() {
                 hook_calls.fetch_add(1, Ordering::SeqCst);
                 panic!("close hook failure (expected by this test)");
             }
-        });
+        })
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -211,7 +212,8 @@ async fn a_panicking_close_hook_does_not_break_a_request() {
     let layer = SessionLayer::mcp(echo_factory(&live))
         .idle_timeout(IDLE)
         .sweep_interval(NEVER)
-        .on_close(|_, _| panic!("close hook failure (expected by this test)"));
+        .on_close(|_, _| panic!("close hook failure (expected by this test)"))
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let expiring = open(&app).await;

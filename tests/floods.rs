@@ -19,7 +19,7 @@ use http_body::{Body, Frame};
 use http_body_util::{Either, Full};
 use tower::{Layer, ServiceExt};
 use tower_mcp_session::body::RequestBody;
-use tower_mcp_session::{SessionInfo, SessionLayer, with_state};
+use tower_mcp_session::{SessionInfo, SessionLayer, SessionLayerBuilder, with_state};
 
 use common::*;
 
@@ -89,7 +89,7 @@ type Inner2 = tower::util::BoxCloneSyncService<
     Infallible,
 >;
 
-fn base() -> SessionLayer<Factory> {
+fn base() -> SessionLayerBuilder<Factory> {
     SessionLayer::mcp((|_info, inner| std::future::ready(Ok(inner))) as Factory)
 }
 
@@ -122,7 +122,10 @@ async fn assert_json_rejection(resp: Resp, status: StatusCode, message: &str) ->
 
 #[tokio::test(start_paused = true)]
 async fn a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_budget() {
-    let layer = base().peek_timeout(Duration::from_secs(10)).peek_budget(64);
+    let layer = base()
+        .peek_timeout(Duration::from_secs(10))
+        .peek_budget(64)
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(inner());
     let (req, _) = trickling(r#"{"jsonrpc":"2.0","#);
@@ -138,7 +141,10 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_budget() {
     assert!(sessions.is_empty());
     // The 17 bytes it held are free again: an initialize that needs more than 64 - 17 fits.
     assert!(initialize_body(1).len() > 64 - 17);
-    let app = base().peek_budget(initialize_body(1).len()).layer(inner());
+    let app = base()
+        .peek_budget(initialize_body(1).len())
+        .build()
+        .layer(inner());
     assert_eq!(status(&app, whole_initialize()).await, StatusCode::OK);
 }
 
@@ -146,7 +152,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_budget() {
 async fn trickling_bodies_hold_at_most_the_budget_and_a_prompt_client_still_opens() {
     const PART: &str = r#"{"jsonrpc":"2.0","id""#;
     let budget = initialize_body(1).len() + 2 * PART.len();
-    let layer = base().peek_budget(budget);
+    let layer = base().peek_budget(budget).build();
     let sessions = layer.sessions();
     let app = layer.layer(inner());
     // Two clients trickle a part each and stall: they hold that much of the budget.
@@ -168,7 +174,7 @@ async fn trickling_bodies_hold_at_most_the_budget_and_a_prompt_client_still_open
     let headers = assert_json_rejection(
         app.clone().oneshot(req).await.unwrap(),
         StatusCode::SERVICE_UNAVAILABLE,
-        "Service unavailable: too many sessions being opened",
+        "Service unavailable: too many request bodies are being read at once",
     )
     .await;
     assert_eq!(headers[http::header::RETRY_AFTER], "5");
@@ -182,7 +188,7 @@ async fn trickling_bodies_hold_at_most_the_budget_and_a_prompt_client_still_open
 
 #[tokio::test]
 async fn shutdown_and_a_full_table_answer_before_the_body_is_read() {
-    let full = base().max_sessions(1).layer(inner());
+    let full = base().max_sessions(1).build().layer(inner());
     assert_eq!(status(&full, whole_initialize()).await, StatusCode::OK);
     let (req, polled) = trickling("{");
     let headers = assert_json_rejection(
@@ -214,7 +220,8 @@ async fn snapshot_close_where_and_state_reach_sessions_from_outside() {
         let owner = info.principal().map(|p| p.to_string());
         Ok::<_, Infallible>((Echo::new(info, &Live::default()), owner))
     }))
-    .principal(user_of);
+    .principal(user_of)
+    .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let mut ids = Vec::new();
@@ -227,17 +234,17 @@ async fn snapshot_close_where_and_state_reach_sessions_from_outside() {
     let stream = send(&app, as_user("bob", get_stream(&ids[2]))).await;
 
     let mut snapshot = sessions.snapshot();
-    snapshot.sort_by_key(|s| s.in_flight);
+    snapshot.sort_by_key(|s| s.in_flight());
     assert_eq!(snapshot.len(), 3);
     assert_eq!(
-        (snapshot[0].in_flight, snapshot[0].idle_for),
+        (snapshot[0].in_flight(), snapshot[0].idle_for()),
         (0, Duration::from_secs(7))
     );
     assert_eq!(
-        (snapshot[2].in_flight, snapshot[2].idle_for),
+        (snapshot[2].in_flight(), snapshot[2].idle_for()),
         (1, Duration::ZERO)
     );
-    assert_eq!(snapshot[2].info.id().as_str(), ids[2]);
+    assert_eq!(snapshot[2].info().id().as_str(), ids[2]);
 
     assert_eq!(
         sessions.state::<Option<String>>(&ids[0]),

@@ -34,7 +34,9 @@ fn x_session_id(resp: &Resp) -> Option<String> {
 #[tokio::test]
 async fn any_request_without_the_custom_header_opens_a_session() {
     let live = Live::default();
-    let layer = SessionLayer::new(echo_factory(&live)).header(X_SESSION_ID);
+    let layer = SessionLayer::generic(echo_factory(&live))
+        .header(X_SESSION_ID)
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -100,7 +102,9 @@ async fn any_request_without_the_custom_header_opens_a_session() {
 async fn under_new_a_delete_reaches_the_sessions_service_and_the_session_stays_open() {
     let live = Live::default();
     let closed = Closed::default();
-    let layer = SessionLayer::new(echo_factory(&live)).on_close(closed.hook());
+    let layer = SessionLayer::generic(echo_factory(&live))
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let resp = send(&app, request(Method::POST, "/items", None, "")).await;
@@ -129,10 +133,11 @@ async fn under_new_a_delete_reaches_the_sessions_service_and_the_session_stays_o
 async fn close_policy_delete_makes_delete_close_under_new() {
     let live = Live::default();
     let closed = Closed::default();
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
         .close_policy(ClosePolicy::delete())
-        .on_close(closed.hook());
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let resp = send(&app, request(Method::POST, "/", None, "")).await;
@@ -153,12 +158,13 @@ async fn close_policy_delete_makes_delete_close_under_new() {
 async fn close_policy_when_closes_only_the_requests_it_claims() {
     let live = Live::default();
     let closed = Closed::default();
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
         .close_policy(ClosePolicy::when(|parts| {
             parts.method == Method::POST && parts.uri.path() == "/logout"
         }))
-        .on_close(closed.hook());
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let resp = send(&app, request(Method::POST, "/", None, "")).await;
@@ -188,11 +194,12 @@ async fn close_policy_when_closes_only_the_requests_it_claims() {
 #[tokio::test]
 async fn open_policy_when_decides_which_requests_open() {
     let live = Live::default();
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
         .open_policy(OpenPolicy::when(|parts| {
             parts.method == Method::POST && parts.uri.path() == "/login"
-        }));
+        }))
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -226,12 +233,13 @@ async fn open_policy_when_decides_which_requests_open() {
 async fn a_custom_id_generator_names_the_sessions() {
     let live = Live::default();
     let next = Arc::new(AtomicUsize::new(0));
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
         .make_session_id({
             let next = Arc::clone(&next);
             move || format!("s-{}", next.fetch_add(1, Ordering::SeqCst))
-        });
+        })
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -254,10 +262,11 @@ async fn an_invalid_generated_id_is_500_and_nothing_is_built() {
     for bad in ["", "has space", "caf\u{e9}", "tab\t", too_long.as_str()] {
         let live = Live::default();
         let bad_owned = bad.to_owned();
-        let layer = SessionLayer::new(echo_factory(&live))
+        let layer = SessionLayer::generic(echo_factory(&live))
             .header(X_SESSION_ID)
             .max_sessions(1)
-            .make_session_id(move || bad_owned.clone());
+            .make_session_id(move || bad_owned.clone())
+            .build();
         let sessions = layer.sessions();
         let app = layer.layer(Inner);
         let resp = send(&app, request(Method::POST, "/", None, "")).await;
@@ -275,9 +284,10 @@ async fn an_invalid_generated_id_is_500_and_nothing_is_built() {
 #[tokio::test]
 async fn a_generator_repeating_a_live_id_is_500_and_the_live_session_is_untouched() {
     let live = Live::default();
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
-        .make_session_id(|| "always-the-same".to_owned());
+        .make_session_id(|| "always-the-same".to_owned())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let resp = send(&app, request(Method::POST, "/", None, "")).await;
@@ -297,7 +307,7 @@ async fn a_generator_repeating_a_live_id_is_500_and_the_live_session_is_untouche
 #[tokio::test]
 async fn the_rejection_hook_replaces_the_404() {
     let live = Live::default();
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
         .open_policy(OpenPolicy::when(|parts| parts.uri.path() == "/open"))
         .rejection(|rejection| match rejection {
@@ -310,7 +320,8 @@ async fn the_rejection_hook_replaces_the_404() {
                 .body(Bytes::new())
                 .unwrap(),
             other => other.to_response(),
-        });
+        })
+        .build();
     let app = layer.layer(Inner);
     let resp = send(&app, request(Method::POST, "/open", None, "")).await;
     let id = x_session_id(&resp).unwrap();
@@ -340,13 +351,14 @@ async fn keep_session_if_decides_from_the_opening_answer() {
     let live = Live::default();
     let closed = Closed::default();
     // The rule the docs give tonic users: a failed gRPC call is HTTP 200 with grpc-status != 0.
-    let layer = SessionLayer::new(echo_factory(&live))
+    let layer = SessionLayer::generic(echo_factory(&live))
         .header(X_SESSION_ID)
         .max_sessions(1)
         .keep_session_if(|status, headers| {
             status.is_success() && headers.get("grpc-status").is_none_or(|s| s == "0")
         })
-        .on_close(closed.hook());
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 

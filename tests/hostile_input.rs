@@ -17,7 +17,6 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use reliability::*;
-use tower_mcp_session::DEFAULT_PEEK_LIMIT;
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
@@ -598,7 +597,8 @@ fn hundred_mib(content_length: Option<u64>) -> (Request<Body>, Arc<AtomicU64>) {
 async fn hundred_mib_initialize_is_cut_off_at_the_peek_limit() {
     let h = harness(|layer| layer);
     let id = open(&h.svc).await;
-    let limit = DEFAULT_PEEK_LIMIT as u64;
+    // The default peek limit: 64 KiB.
+    let limit = 64 * 1024_u64;
 
     // No Content-Length: read up to the limit (plus the chunk that crossed it), then 413.
     let (request, pulled) = hundred_mib(None);

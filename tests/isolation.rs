@@ -92,7 +92,7 @@ async fn requests_of_one_session_run_concurrently() {
             }
         }))
     };
-    let app = SessionLayer::mcp(factory).layer(Inner);
+    let app = SessionLayer::mcp(factory).build().layer(Inner);
     let a = open(&app).await;
     let b = open(&app).await;
 

@@ -1,4 +1,4 @@
-//! The 0.2 lifecycle: settings as values, one table per configured layer, hooks that pair up
+//! The lifecycle: settings as values, one table per built layer, hooks that pair up
 //! and cannot keep the table alive, the sweeper ending on drop, `max_lifetime`, eviction by
 //! last request, per-client and per-principal limits, and an open racing `shutdown()`.
 
@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tower::Layer;
-use tower_mcp_session::{ClientKey, CloseReason, SessionInfo, SessionLayer, WeakSessions};
+use tower_mcp_session::{
+    ClientKey, CloseReason, SessionInfo, SessionLayer, SessionLayerBuilder, WeakSessions,
+};
 
 use common::*;
 
@@ -18,7 +20,7 @@ use common::*;
 struct Events(Arc<Mutex<Vec<(String, String)>>>);
 
 impl Events {
-    fn layer(&self, layer: SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory> {
+    fn layer(&self, layer: SessionLayerBuilder<EchoFactory>) -> SessionLayerBuilder<EchoFactory> {
         let (opens, closes) = (self.clone(), self.clone());
         layer
             .on_open(move |info| opens.push("open", info))
@@ -40,6 +42,8 @@ async fn a_builder_method_on_a_clone_leaves_the_original_unchanged() {
     let live = Live::default();
     let a = SessionLayer::mcp(echo_factory(&live)).max_sessions(2);
     let b = a.clone().max_sessions(1);
+    // Each build makes a table of its own.
+    let (a, b) = (a.build(), b.build());
     let (a_sessions, b_sessions) = (a.sessions(), b.sessions());
     let (a_app, b_app) = (a.layer(Inner), b.layer(Inner));
 
@@ -61,7 +65,7 @@ async fn a_builder_method_on_a_clone_leaves_the_original_unchanged() {
 #[tokio::test]
 async fn clones_of_a_layer_share_its_table() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let first = layer.clone().layer(Inner);
     let second = layer.layer(Inner);
@@ -117,11 +121,13 @@ async fn a_hook_holding_a_weak_handle_does_not_keep_the_table_alive() {
     let weak: Arc<Mutex<WeakSessions>> = Arc::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (hook_weak, hook_seen) = (Arc::clone(&weak), Arc::clone(&seen));
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(move |_, _| {
-        // The hook may look at the table while it is alive.
-        let len = hook_weak.lock().unwrap().upgrade().map(|s| s.len());
-        hook_seen.lock().unwrap().push(len);
-    });
+    let layer = SessionLayer::mcp(echo_factory(&live))
+        .on_close(move |_, _| {
+            // The hook may look at the table while it is alive.
+            let len = hook_weak.lock().unwrap().upgrade().map(|s| s.len());
+            hook_seen.lock().unwrap().push(len);
+        })
+        .build();
     let sessions = layer.sessions();
     *weak.lock().unwrap() = sessions.downgrade();
     let app = layer.layer(Inner);
@@ -179,7 +185,10 @@ async fn a_session_ends_at_its_max_lifetime_even_while_streaming() {
 
 #[tokio::test(start_paused = true)]
 async fn eviction_ranks_by_last_request_so_an_idle_stream_is_evicted() {
-    let Fixture(_, closed, _sessions, app) = Fixture::mcp(|l| l.max_sessions(2).evict_idlest(true));
+    let Fixture(_, closed, _sessions, app) = Fixture::mcp(|l| {
+        l.max_sessions(2)
+            .eviction(tower_mcp_session::Eviction::LastRequest)
+    });
     let streaming = open(&app).await;
     let mut stream = send(&app, get_stream(&streaming)).await.into_body();
     assert_eq!(
@@ -201,7 +210,7 @@ async fn eviction_ranks_by_last_request_so_an_idle_stream_is_evicted() {
 async fn eviction_by_last_activity_spares_busy_sessions() {
     let Fixture(_, closed, _sessions, app) = Fixture::mcp(|l| {
         l.max_sessions(1)
-            .evict_by(tower_mcp_session::EvictBy::LastActivity)
+            .eviction(tower_mcp_session::Eviction::LastActivity)
     });
     let streaming = open(&app).await;
     let _stream = send(&app, get_stream(&streaming)).await.into_body();
@@ -302,7 +311,8 @@ async fn an_open_refused_by_a_racing_shutdown_runs_no_hook() {
     let (opens, closes) = (events.clone(), events.clone());
     let layer = layer
         .on_open(move |info| opens.push("open", info))
-        .on_close(move |info, reason| closes.push(&format!("{reason:?}"), info));
+        .on_close(move |info, reason| closes.push(&format!("{reason:?}"), info))
+        .build();
     let sessions = layer.sessions();
     *weak.lock().unwrap() = sessions.downgrade();
     let app = layer.layer(Inner);

@@ -1,5 +1,5 @@
 //! The session limit: past `max_sessions` an open gets 503 with `Retry-After`, or, with
-//! `evict_idlest`, the idlest session with nothing in flight is closed to make room.
+//! eviction, the idlest session with nothing in flight is closed to make room.
 
 mod common;
 
@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::time::advance;
-use tower_mcp_session::{CloseReason, EvictBy};
+use tower_mcp_session::{CloseReason, Eviction};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -82,7 +82,7 @@ async fn concurrent_opens_never_exceed_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn evict_idlest_closes_the_session_idle_the_longest() {
     let Fixture(live, closed, sessions, app) =
-        Fixture::mcp(|layer| layer.max_sessions(3).evict_idlest(true));
+        Fixture::mcp(|layer| layer.max_sessions(3).eviction(Eviction::LastRequest));
     let a = open(&app).await;
     advance(SECOND).await;
     let b = open(&app).await;
@@ -109,11 +109,11 @@ async fn evict_idlest_closes_the_session_idle_the_longest() {
 
 #[tokio::test(start_paused = true)]
 async fn evict_by_last_activity_never_evicts_a_session_with_a_request_in_flight() {
-    // `EvictBy::LastActivity`: a session with a request or response body in flight is never
+    // `Eviction::LastActivity`: a session with a request or response body in flight is never
     // evicted (the default, `LastRequest`, may evict a session whose only activity is an
     // open stream; see `evict_by_last_request_may_evict_a_session_with_an_open_stream`).
     let Fixture(_, closed, sessions, app) =
-        Fixture::mcp(|layer| layer.max_sessions(2).evict_by(EvictBy::LastActivity));
+        Fixture::mcp(|layer| layer.max_sessions(2).eviction(Eviction::LastActivity));
 
     // A is the idlest by its clock (used first) but has an open stream.
     let a = open(&app).await;
@@ -165,7 +165,7 @@ async fn evict_by_last_request_may_evict_a_session_with_an_open_stream() {
     // The default ranking is the start of the last request: A's stream was opened first, so
     // A is the victim, and its stream ends.
     let Fixture(_, closed, sessions, app) =
-        Fixture::mcp(|layer| layer.max_sessions(2).evict_idlest(true));
+        Fixture::mcp(|layer| layer.max_sessions(2).eviction(Eviction::LastRequest));
     let a = open(&app).await;
     let mut stream = send(&app, get_stream(&a)).await.into_body();
     assert_eq!(next_data(&mut stream).await.unwrap(), FIRST_EVENT);

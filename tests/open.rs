@@ -25,7 +25,7 @@ fn is_uuid_v4(id: &str) -> bool {
 #[tokio::test]
 async fn initialize_opens_a_session_and_echoes_its_id() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -70,7 +70,7 @@ async fn initialize_opens_a_session_and_echoes_its_id() {
 #[tokio::test]
 async fn every_initialize_gets_a_fresh_id() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -85,7 +85,7 @@ async fn every_initialize_gets_a_fresh_id() {
 #[tokio::test]
 async fn initialize_is_detected_by_method_not_by_rpc_id_or_field_order() {
     let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let app = SessionLayer::mcp(echo_factory(&live)).build().layer(Inner);
     let bodies = [
         r#"{"method":"initialize","params":{},"jsonrpc":"2.0","id":"abc"}"#,
         r#"{"jsonrpc":"2.0","id":0,"method":"initialize"}"#,
@@ -112,7 +112,8 @@ async fn a_non_2xx_answer_to_initialize_stores_nothing() {
     let closed = Closed::default();
     let layer = SessionLayer::mcp(echo_factory(&live))
         .max_sessions(1)
-        .on_close(closed.hook());
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -175,7 +176,7 @@ async fn factory_failure_is_500_and_stores_nothing() {
             }
         }
     };
-    let layer = SessionLayer::mcp(factory).max_sessions(1);
+    let layer = SessionLayer::mcp(factory).max_sessions(1).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -210,6 +211,7 @@ async fn the_session_extension_can_be_turned_off_for_routed_requests() {
     let live = Live::default();
     let app = SessionLayer::mcp(echo_factory(&live))
         .session_extension(false)
+        .build()
         .layer(Inner);
 
     // The opening request still carries it; routed ones do not, yet reach their session.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use http::{Request, StatusCode};
-use tower_mcp_session::{CloseReason, Principal, SessionLayer};
+use tower_mcp_session::{CloseReason, Principal, SessionLayerBuilder};
 
 /// What an authentication layer in front of the session layer would insert.
 #[derive(Clone)]
@@ -19,7 +19,7 @@ fn as_user(mut req: Request<ReqBody>, user: &'static str) -> Request<ReqBody> {
 }
 
 /// Binds each session to the [`User`] of its opening request.
-fn by_user(layer: SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory> {
+fn by_user(layer: SessionLayerBuilder<EchoFactory>) -> SessionLayerBuilder<EchoFactory> {
     layer.principal(|parts| parts.extensions.get::<User>().map(|u| Principal::from(u.0)))
 }
 
@@ -130,7 +130,7 @@ async fn two_principals_each_keep_their_own_session() {
 
 /// A foreign principal's request must have no effect on the session, as for an unknown id:
 /// it must not restart the idle timeout (else whoever holds a stolen id could keep the
-/// victim's session alive forever, and shield it from `evict_idlest`).
+/// victim's session alive forever, and shield it from eviction).
 #[tokio::test(start_paused = true)]
 async fn a_foreign_principal_does_not_keep_a_session_alive() {
     const IDLE: Duration = Duration::from_secs(60);

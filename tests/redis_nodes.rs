@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use tower::ServiceExt;
+use tower_mcp_session::Cluster;
 use tower_mcp_session::body::RequestBody;
 use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::store::RedisStore;
@@ -117,8 +118,11 @@ fn node(
         built.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, Infallible>(tower::service_fn(session_service)) }
     })
-    .store(RedisStore::open(&redis_url(), prefix).expect("store"))
-    .bus(RedisBus::open(&redis_url(), prefix).expect("bus"));
+    .cluster(
+        Cluster::new(RedisStore::open(&redis_url(), prefix).expect("store"))
+            .bus(RedisBus::open(&redis_url(), prefix).expect("bus")),
+    )
+    .build();
     tower::ServiceBuilder::new().layer(layer).service(inner)
 }
 

@@ -37,7 +37,7 @@ fn request(method: Method, id: Option<&str>, body: &str) -> Request<ReqBody> {
 #[tokio::test]
 async fn requests_without_a_session_id_other_than_initialize_get_400() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     // A live session must not change the answer.
@@ -71,7 +71,7 @@ async fn requests_without_a_session_id_other_than_initialize_get_400() {
 #[tokio::test]
 async fn a_well_formed_unknown_id_gets_404() {
     let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let app = SessionLayer::mcp(echo_factory(&live)).build().layer(Inner);
     let real = open(&app).await;
     let unknown = "0b0f4c4e-5f7d-4e5b-9c8a-2f0e6d1c3b2a";
     assert_ne!(real, unknown);
@@ -89,7 +89,7 @@ async fn a_well_formed_unknown_id_gets_404() {
 #[tokio::test]
 async fn malformed_session_ids_get_400() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let live_id = open(&app).await;
@@ -141,7 +141,7 @@ async fn malformed_session_ids_get_400() {
 #[tokio::test]
 async fn methods_other_than_get_post_delete_get_405_with_allow() {
     let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let app = SessionLayer::mcp(echo_factory(&live)).build().layer(Inner);
     let id = open(&app).await;
     for method in [Method::PUT, Method::PATCH, Method::OPTIONS, Method::HEAD] {
         for session in [None, Some(id.as_str())] {
@@ -164,7 +164,8 @@ async fn delete_when_termination_is_disabled_gets_405_and_keeps_the_session() {
     let closed = Closed::default();
     let layer = SessionLayer::mcp(echo_factory(&live))
         .close_policy(ClosePolicy::refuse_delete())
-        .on_close(closed.hook());
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let id = open(&app).await;
@@ -202,7 +203,9 @@ async fn delete_when_termination_is_disabled_gets_405_and_keeps_the_session() {
 async fn an_opening_body_over_the_peek_limit_gets_413() {
     let live = Live::default();
     let body = initialize_body(1);
-    let layer = SessionLayer::mcp(echo_factory(&live)).peek_limit(body.len());
+    let layer = SessionLayer::mcp(echo_factory(&live))
+        .peek_limit(body.len())
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -232,10 +235,9 @@ async fn an_opening_body_over_the_peek_limit_gets_413() {
 #[tokio::test]
 async fn the_default_peek_limit_is_64_kib() {
     let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let app = SessionLayer::mcp(echo_factory(&live)).build().layer(Inner);
     let init = initialize_body(1);
     // Padded with whitespace to exactly the limit, then one byte more.
-    assert_eq!(tower_mcp_session::DEFAULT_PEEK_LIMIT, 64 * 1024);
     let at_limit = format!("{init}{}", " ".repeat(64 * 1024 - init.len()));
     assert_eq!(
         status_of(&app, post_raw(at_limit.clone())).await,
@@ -249,7 +251,7 @@ async fn the_default_peek_limit_is_64_kib() {
 #[tokio::test]
 async fn a_non_json_opening_body_gets_400_parse_error() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     for body in ["", "not json", "{\"jsonrpc\":\"2.0\",", "\u{feff}{}"] {
@@ -269,7 +271,7 @@ async fn a_non_json_opening_body_gets_400_parse_error() {
 #[tokio::test]
 async fn a_batched_initialize_gets_400_invalid_request() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     for body in [
@@ -288,7 +290,8 @@ async fn the_session_limit_gets_503_with_retry_after() {
     let live = Live::default();
     let layer = SessionLayer::mcp(echo_factory(&live))
         .max_sessions(1)
-        .retry_after(Duration::from_secs(7));
+        .retry_after(Duration::from_secs(7))
+        .build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let id = open(&app).await;
@@ -311,6 +314,7 @@ async fn the_default_retry_after_is_5_seconds() {
     let live = Live::default();
     let app = SessionLayer::mcp(echo_factory(&live))
         .max_sessions(0)
+        .build()
         .layer(Inner);
     let headers = assert_rejection(
         send(&app, initialize()).await,
@@ -324,7 +328,7 @@ async fn the_default_retry_after_is_5_seconds() {
 #[tokio::test]
 async fn a_202_of_a_live_session_passes_through_untouched() {
     let live = Live::default();
-    let app = SessionLayer::mcp(echo_factory(&live)).layer(Inner);
+    let app = SessionLayer::mcp(echo_factory(&live)).build().layer(Inner);
     let id = open(&app).await;
     let notification = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     let mut req = post_with(&id, notification);

@@ -92,7 +92,7 @@ async fn a_session_id_on_a_modern_request_is_ignored() {
 #[tokio::test]
 async fn a_malformed_protocol_version_gets_400_with_an_id_and_goes_to_the_inner_service_without() {
     let live = Live::default();
-    let layer = SessionLayer::mcp(echo_factory(&live));
+    let layer = SessionLayer::mcp(echo_factory(&live)).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
     let id = open(&app).await;

@@ -25,8 +25,8 @@ use tower::{Layer, Service};
 use tower_mcp_session::bus::MemoryBus;
 use tower_mcp_session::store::{MemoryStore, SessionRecord, SessionStore, StoreError, StoreFuture};
 use tower_mcp_session::{
-    CloseReason, DataError, Session, SessionFactory, SessionId, SessionInfo, SessionLayer,
-    SessionService, Sessions, Subscription,
+    CloseReason, Cluster, DataError, Session, SessionFactory, SessionId, SessionInfo, SessionLayer,
+    SessionLayerBuilder, SessionService, Sessions, Subscription,
 };
 
 use common::*;
@@ -429,17 +429,18 @@ struct Node {
 }
 
 impl Node {
-    /// `make(SessionLayer::mcp(factory))`, then `on_close` recorded in `closed`.
+    /// `make(SessionLayer::mcp(factory))`, then `on_close` recorded in `closed`, built.
     fn build(
         name: &'static str,
-        make: impl FnOnce(SessionLayer<NodeFactory>) -> SessionLayer<NodeFactory>,
+        make: impl FnOnce(SessionLayerBuilder<NodeFactory>) -> SessionLayerBuilder<NodeFactory>,
     ) -> Self {
         let probe = Probe::new(name);
         let closed = Closed::default();
         let layer = make(SessionLayer::mcp(NodeFactory {
             probe: probe.clone(),
         }))
-        .on_close(closed.hook());
+        .on_close(closed.hook())
+        .build();
         let sessions = layer.sessions();
         let app = layer.layer(Inner);
         Self {
@@ -463,10 +464,12 @@ impl Deployment {
     fn node(
         &self,
         name: &'static str,
-        configure: impl FnOnce(SessionLayer<NodeFactory>) -> SessionLayer<NodeFactory>,
+        configure: impl FnOnce(SessionLayerBuilder<NodeFactory>) -> SessionLayerBuilder<NodeFactory>,
     ) -> Node {
         let (store, bus) = (self.store.clone(), self.bus.clone());
-        Node::build(name, |layer| configure(layer.store(store).bus(bus)))
+        Node::build(name, |layer| {
+            configure(layer.cluster(Cluster::new(store).bus(bus)))
+        })
     }
 }
 
@@ -880,7 +883,10 @@ async fn idle_expiry_closes_one_nodes_copy_and_the_record_lives_while_used_elsew
 async fn eviction_closes_the_session_everywhere_and_deletes_its_record() {
     let deployment = Deployment::default();
     let store = &deployment.store;
-    let a = deployment.node("A", |l| l.max_sessions(1).evict_idlest(true));
+    let a = deployment.node("A", |l| {
+        l.max_sessions(1)
+            .eviction(tower_mcp_session::Eviction::LastRequest)
+    });
     let b = deployment.node("B", |l| l);
 
     let first = open(&a.app).await;
@@ -1109,8 +1115,8 @@ async fn a_copy_whose_record_is_gone_closes_at_the_next_refresh_even_without_the
     let store = TestStore::default();
     let idle = Duration::from_secs(4);
     let (sa, sb) = (store.clone(), store.clone());
-    let a = Node::build("A", |l| l.store(sa).idle_timeout(idle));
-    let b = Node::build("B", |l| l.store(sb).idle_timeout(idle));
+    let a = Node::build("A", |l| l.cluster(Cluster::new(sa)).idle_timeout(idle));
+    let b = Node::build("B", |l| l.cluster(Cluster::new(sb)).idle_timeout(idle));
 
     let id = open(&a.app).await;
     ok(&b.app, post(&id)).await;
@@ -1136,7 +1142,9 @@ async fn eviction_keeps_a_session_that_another_node_has_used_since() {
     let store = &deployment.store;
     let idle = Duration::from_secs(4);
     let a = deployment.node("A", |l| {
-        l.idle_timeout(idle).max_sessions(1).evict_idlest(true)
+        l.idle_timeout(idle)
+            .max_sessions(1)
+            .eviction(tower_mcp_session::Eviction::LastRequest)
     });
     let b = deployment.node("B", |l| l.idle_timeout(idle));
 

@@ -134,7 +134,7 @@ async fn shutdown_during_an_initialize_stores_nothing() {
             async move { Ok::<_, Infallible>(Gated { gate, echo }) }
         }
     };
-    let layer = SessionLayer::mcp(factory).on_close(closed.hook());
+    let layer = SessionLayer::mcp(factory).on_close(closed.hook()).build();
     let sessions = layer.sessions();
     let app = layer.layer(Inner);
 
@@ -193,24 +193,26 @@ async fn a_close_hook_may_use_the_sessions_handle() {
     let weak: Arc<OnceLock<WeakSessions>> = Arc::default();
     // The hook looks at the table and closes a "linked" session ("the peer of a closed
     // session goes too").
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close({
-        let (weak, seen) = (Arc::clone(&weak), Arc::clone(&seen));
-        move |info: &SessionInfo, reason| {
-            let Some(sessions) = weak.get().and_then(WeakSessions::upgrade) else {
-                return;
-            };
-            let id = info.id();
-            let peer = sessions.ids().into_iter().find(|other| other != id);
-            seen.lock()
-                .unwrap()
-                .push((id.to_string(), reason, sessions.len()));
-            if let Some(peer) = peer
-                && reason == CloseReason::Deleted
-            {
-                sessions.close(peer.as_str());
+    let layer = SessionLayer::mcp(echo_factory(&live))
+        .on_close({
+            let (weak, seen) = (Arc::clone(&weak), Arc::clone(&seen));
+            move |info: &SessionInfo, reason| {
+                let Some(sessions) = weak.get().and_then(WeakSessions::upgrade) else {
+                    return;
+                };
+                let id = info.id();
+                let peer = sessions.ids().into_iter().find(|other| other != id);
+                seen.lock()
+                    .unwrap()
+                    .push((id.to_string(), reason, sessions.len()));
+                if let Some(peer) = peer
+                    && reason == CloseReason::Deleted
+                {
+                    sessions.close(peer.as_str());
+                }
             }
-        }
-    });
+        })
+        .build();
     let sessions = layer.sessions();
     weak.set(sessions.downgrade()).unwrap();
     let app = layer.clone().layer(Inner);
@@ -257,7 +259,9 @@ async fn a_close_hook_may_use_the_sessions_handle() {
 async fn a_table_with_live_sessions_and_hooks_is_freed_with_its_last_handle() {
     let live = Live::default();
     let closed = Closed::default();
-    let layer = SessionLayer::mcp(echo_factory(&live)).on_close(closed.hook());
+    let layer = SessionLayer::mcp(echo_factory(&live))
+        .on_close(closed.hook())
+        .build();
     let sessions = layer.sessions();
     let weak = sessions.downgrade();
     let app = layer.layer(Inner);

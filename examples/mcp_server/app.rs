@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! Router ── trace ── host/origin check (400/403) ── body limit (413) ── CORS (if origins are allowed)
-//!   ── /mcp ─┬─ GET ──────────────────── SessionLayer::mcp(factory) ──┬─ per-session MethodRouter (POST, GET)
+//!   ── /mcp ─┬─ GET ──────────────────── SessionLayer::mcp(factory).build() ──┬─ per-session MethodRouter (POST, GET)
 //!            └─ others ── timeout (408) ─┘ (one layer, one table)      └─ sessionless MethodRouter (400)
 //! ```
 //!
@@ -71,7 +71,8 @@ use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
 use tower_mcp_session::store::RedisStore;
 use tower_mcp_session::{
-    ClientKey, DataError, Session as LayerSession, SessionInfo, SessionLayer, Sessions,
+    ClientKey, Cluster, DataError, Eviction, Session as LayerSession, SessionInfo, SessionLayer,
+    Sessions,
 };
 
 /// Protocol versions this server speaks, oldest first.
@@ -198,7 +199,11 @@ pub fn build(config: Config) -> App {
     })
     .idle_timeout(config.idle_timeout)
     .max_sessions(config.max_sessions)
-    .evict_idlest(config.evict_idlest)
+    .eviction(if config.evict_idlest {
+        Eviction::LastRequest
+    } else {
+        Eviction::Off
+    })
     .peek_limit(config.peek_limit);
     if let Some(timeout) = config.peek_timeout {
         layer = layer.peek_timeout(timeout);
@@ -217,11 +222,13 @@ pub fn build(config: Config) -> App {
         layer = layer.max_lifetime(lifetime);
     }
     if let Some((store, bus)) = config.redis {
-        layer = layer.store(store).bus(bus);
+        layer = layer.cluster(Cluster::new(store).bus(bus));
     }
-    let layer = layer.on_close(
-        |info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"),
-    );
+    let layer = layer
+        .on_close(
+            |info, reason| tracing::info!(session = %info.id().redacted(), ?reason, "session closed"),
+        )
+        .build();
     let sessions = layer.sessions();
     let mcp = ServiceBuilder::new().layer(layer).service(inner);
 

@@ -460,7 +460,7 @@ fn check_rejection(answer: &Answer) {
 fn run(steps: Vec<Step>) {
     let layer = SessionLayer::mcp(Factory)
         .peek_limit(PEEK_LIMIT)
-        .max_sessions(MAX_SESSIONS);
+        .max_sessions(MAX_SESSIONS).build();
     let sessions: Sessions = layer.sessions();
     let svc = layer.layer(Inner);
     let mut ids: Vec<String> = Vec::new();

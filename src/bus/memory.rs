@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::{BusConnection, BusEvent, BusFuture, Deliver, SessionBus};
+use crate::bus::{BusConnection, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
 
 /// A bus between the session tables (nodes) of one process; clones share it.
 ///
-/// A layer without [`bus`](crate::SessionLayer::bus) delivers
+/// A layer without [`bus`](crate::Cluster::bus) delivers
 /// [published](crate::Session::publish) messages to its own subscribers directly, without any
 /// bus. Given to several layers (with one shared [`MemoryStore`](crate::store::MemoryStore)),
 /// a `MemoryBus` carries messages and closes between them as

@@ -24,13 +24,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::body::BoxError;
-use crate::hooks::CloseReason;
+use crate::close::CloseReason;
+use crate::error::BoxError;
 use crate::id::SessionId;
 
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+pub(crate) mod wire;
 
 pub use memory::MemoryBus;
 #[cfg(feature = "redis")]
@@ -45,6 +47,10 @@ pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BusError>> + S
 pub type Deliver = Arc<dyn Fn(&SessionId, BusEvent) + Send + Sync>;
 
 /// One event of a session, sent to every node that holds it.
+///
+/// A bus carries it as it likes: [`MemoryBus`] hands the value over, [`RedisBus`] sends a
+/// tag byte and the payload (or the reason's one-byte code). A bus of your own can write a
+/// [`CloseReason`] with [`CloseReason::as_str`] and read it back with `str::parse`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BusEvent {
@@ -52,31 +58,6 @@ pub enum BusEvent {
     Message(Bytes),
     /// The session closed for good on another node, for this reason.
     Closed(CloseReason),
-}
-
-impl BusEvent {
-    /// The event as bytes on the wire: a tag byte (`m` message, `c` close), then the payload
-    /// or the close reason's code.
-    pub fn encode(&self) -> Bytes {
-        match self {
-            Self::Message(bytes) => {
-                let mut out = Vec::with_capacity(1 + bytes.len());
-                out.push(b'm');
-                out.extend_from_slice(bytes);
-                out.into()
-            }
-            Self::Closed(reason) => Bytes::from(vec![b'c', crate::hooks::reason_code(*reason)]),
-        }
-    }
-
-    /// Reads an event [`encode`](Self::encode) wrote; `None` for anything else.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        match bytes.split_first()? {
-            (b'm', payload) => Some(Self::Message(Bytes::copy_from_slice(payload))),
-            (b'c', [code]) => crate::hooks::reason_of(*code).map(Self::Closed),
-            _ => None,
-        }
-    }
 }
 
 /// Publishing on the bus failed: the backend is unreachable or timed out.

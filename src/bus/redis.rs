@@ -14,7 +14,7 @@ use redis::{
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
+use crate::bus::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
 use crate::redis_link::{LazyManager, session_name};
 
@@ -27,7 +27,8 @@ use crate::redis_link::{LazyManager, session_name};
 /// (channels and keys are separate namespaces in Redis). The braces are a Redis Cluster hash
 /// tag, so the channel is in the slot of the session's record. A node `SSUBSCRIBE`s to the
 /// channel of each session it [listens](BusConnection::listen) to and `SUNSUBSCRIBE`s when it
-/// stops; [`publish`](BusConnection::publish) is `SPUBLISH` of [`BusEvent::encode`]. Sharded
+/// stops; [`publish`](BusConnection::publish) is `SPUBLISH` of the event (a tag byte, then the
+/// message's bytes or the close reason's code). Sharded
 /// pub/sub also works on a standalone Redis; unlike plain `PUBLISH`, in a cluster a message
 /// goes only to the shard that owns the slot, not to every node of the cluster.
 ///
@@ -288,7 +289,7 @@ impl BusConnection for Node {
             self.ensure_started();
             let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
             let channel = session_name(&self.shared.prefix, id);
-            let payload = event.encode();
+            let payload = crate::bus::wire::encode(&event);
             let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(channel).arg(payload.as_ref());
             let spublish = cmd.query_async::<i64>(&mut manager);
@@ -514,7 +515,7 @@ impl Subscriber {
         let Some(id) = id_of_channel(&self.shared.prefix, channel) else {
             return;
         };
-        let Some(event) = BusEvent::decode(payload) else {
+        let Some(event) = crate::bus::wire::decode(payload) else {
             return;
         };
         // A message may still arrive between an unlisten and its SUNSUBSCRIBE.

@@ -1,4 +1,4 @@
-//! Request and response bodies of [`SessionClient`](super::SessionClient).
+//! Request and response bodies of [`SessionClient`](crate::client::SessionClient).
 
 use std::fmt;
 use std::pin::Pin;
@@ -11,25 +11,25 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
-use super::message::{Scan, scan_response};
-use super::state::Shared;
+use crate::client::message::{Scan, scan_response};
+use crate::client::state::Shared;
 
 /// The error type of a streaming [`ClientBody`].
-pub use crate::body::BoxError;
+use crate::error::BoxError;
 
 /// How many bytes of an `initialize` answer the layer reads to find the negotiated protocol
 /// version. An `InitializeResult` is a few hundred bytes; past this the layer stops looking
 /// and keeps the version the request asked for.
 pub(crate) const INITIALIZE_RESPONSE_LIMIT: usize = 1 << 20;
 
-/// The request body [`SessionClient`](super::SessionClient) takes: buffered bytes, which the
+/// The request body [`SessionClient`](crate::client::SessionClient) takes: buffered bytes, which the
 /// layer can send again in a new session, or a stream, which it cannot.
 ///
 /// Every JSON-RPC message an MCP client POSTs is small and complete before it is sent, so
 /// build bodies from bytes (`From<Bytes>`, `From<String>`, `From<Vec<u8>>`,
 /// `From<&'static str>`, [`ClientBody::empty`] for GET and DELETE). Use
 /// [`ClientBody::streaming`] only for a body that cannot be buffered; if its session is lost
-/// (404) the layer answers [`SessionLost::NotReplayable`](super::SessionLost::NotReplayable)
+/// (404) the layer answers [`SessionLost::NotReplayable`](crate::client::SessionLost::NotReplayable)
 /// instead of sending it again.
 pub struct ClientBody {
     kind: Kind,
@@ -151,7 +151,7 @@ impl Body for ClientBody {
 }
 
 pin_project! {
-    /// The response body of [`SessionClient`](super::SessionClient): the inner client's body,
+    /// The response body of [`SessionClient`](crate::client::SessionClient): the inner client's body,
     /// unchanged. For the answer to an `initialize` it also watches the bytes go by (up to
     /// 1 MiB) for the `InitializeResult`'s `protocolVersion`, JSON or SSE, and records it for
     /// the session's later requests; nothing is buffered or delayed.

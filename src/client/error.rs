@@ -1,4 +1,4 @@
-//! The errors of [`SessionClient`](super::SessionClient).
+//! The errors of [`SessionClient`](crate::client::SessionClient).
 
 use std::fmt;
 
@@ -14,7 +14,7 @@ use http::StatusCode;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionLost {
-    /// The request's body was a stream ([`ClientBody::streaming`](super::ClientBody::streaming)),
+    /// The request's body was a stream ([`ClientBody::streaming`](crate::client::ClientBody::streaming)),
     /// already consumed by the first attempt, so the request was not sent again. The layer
     /// did start the new session: send the request again and it goes to that one.
     NotReplayable,
@@ -26,7 +26,7 @@ pub enum SessionLost {
     /// one (the request that ran the re-initialization got the client's error itself as
     /// [`Error::Inner`]), or the `initialize` response body could not be read.
     ReinitializeFailed,
-    /// [`SessionClient::close`](super::SessionClient::close) ended the session while this
+    /// [`SessionClient::close`](crate::client::SessionClient::close) ended the session while this
     /// request was in flight; the request was not sent again.
     Closed,
 }
@@ -52,7 +52,7 @@ impl fmt::Display for SessionLost {
 
 impl std::error::Error for SessionLost {}
 
-/// The error of [`SessionClient`](super::SessionClient): the inner HTTP client's error `E`,
+/// The error of [`SessionClient`](crate::client::SessionClient): the inner HTTP client's error `E`,
 /// or a session that could not be recovered.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -62,7 +62,7 @@ pub enum Error<E> {
     /// The server answered 404 to the session id and the request could not be answered in a
     /// new session; see [`SessionLost`].
     SessionLost(SessionLost),
-    /// [`SessionClient::close`](super::SessionClient::close) got a status other than 200,
+    /// [`SessionClient::close`](crate::client::SessionClient::close) got a status other than 200,
     /// 204, 404 or 405 to its DELETE. The client has forgotten the session anyway (the
     /// server expires it).
     CloseRejected(StatusCode),

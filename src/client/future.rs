@@ -1,4 +1,4 @@
-//! [`ResponseFuture`], the future of [`SessionClient`](super::SessionClient).
+//! [`ResponseFuture`], the future of [`SessionClient`](crate::client::SessionClient).
 
 use std::fmt;
 use std::future::Future;
@@ -7,13 +7,13 @@ use std::task::{Context, Poll};
 
 use http::Response;
 
-use super::body::ResponseBody;
-use super::error::Error;
+use crate::client::body::ResponseBody;
+use crate::client::error::Error;
 
 type Boxed<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, Error<E>>> + Send>>;
 
-/// The response future of [`SessionClient`](super::SessionClient): resolves to the inner
+/// The response future of [`SessionClient`](crate::client::SessionClient): resolves to the inner
 /// client's response (body wrapped in [`ResponseBody`]) or an [`Error`].
 ///
 /// One request may take several calls of the inner service (the request, a re-initialization

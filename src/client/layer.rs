@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::service::SessionClient;
-use super::state::{SessionHandle, Shared};
+use crate::client::service::SessionClient;
+use crate::client::state::{SessionHandle, Shared};
 
 /// A [`Layer`] that wraps an HTTP client service in a [`SessionClient`]: it keeps the MCP
 /// session (`Mcp-Session-Id`, `MCP-Protocol-Version`) and starts a new one by itself when

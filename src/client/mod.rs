@@ -122,7 +122,7 @@ mod message;
 mod service;
 mod state;
 
-pub use body::{BoxError, ClientBody, ResponseBody};
+pub use body::{ClientBody, ResponseBody};
 pub use error::{Error, SessionLost};
 pub use future::ResponseFuture;
 pub use layer::SessionClientLayer;

@@ -9,15 +9,15 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
-use super::body::{ClientBody, INITIALIZE_RESPONSE_LIMIT, ResponseBody};
-use super::error::{Error, SessionLost};
-use super::future::ResponseFuture;
-use super::message::{INITIALIZED, Scan, initialize_request, scan_response};
-use super::state::{Recorded, Reinitializing, SessionHandle, Shared, Snapshot, recordable};
+use crate::client::body::{ClientBody, INITIALIZE_RESPONSE_LIMIT, ResponseBody};
+use crate::client::error::{Error, SessionLost};
+use crate::client::future::ResponseFuture;
+use crate::client::message::{INITIALIZED, Scan, initialize_request, scan_response};
+use crate::client::state::{Recorded, Reinitializing, SessionHandle, Shared, Snapshot, recordable};
 use crate::mcp::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 
 /// Keeps the MCP session of an HTTP client service `S` and recovers from 404 by itself.
-/// Built by [`SessionClientLayer`](super::SessionClientLayer) or [`SessionClient::new`].
+/// Built by [`SessionClientLayer`](crate::client::SessionClientLayer) or [`SessionClient::new`].
 ///
 /// Takes `http::Request<`[`ClientBody`]`>` and returns `http::Response<`[`ResponseBody`]`<B>>`
 /// (the inner body, unchanged) or an [`Error`]:

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri, Version, header};
 use tokio::sync::watch;
 
-use super::error::SessionLost;
+use crate::client::error::SessionLost;
 use crate::mcp::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 
-/// State shared by everything one [`SessionClientLayer`](super::SessionClientLayer) built.
+/// State shared by everything one [`SessionClientLayer`](crate::client::SessionClientLayer) built.
 pub(crate) struct Shared {
     /// Short critical sections only; never held across an `.await`.
     state: Mutex<State>,
@@ -163,8 +163,8 @@ pub(crate) fn recordable(headers: &HeaderMap) -> HeaderMap {
 /// A view of the client's session: the current id, the negotiated protocol version, and a
 /// signal for "the session was restarted".
 ///
-/// Get one from [`SessionClientLayer::handle`](super::SessionClientLayer::handle) or
-/// [`SessionClient::handle`](super::SessionClient::handle); clones see the same session.
+/// Get one from [`SessionClientLayer::handle`](crate::client::SessionClientLayer::handle) or
+/// [`SessionClient::handle`](crate::client::SessionClient::handle); clones see the same session.
 /// Its `Debug` output does not show the session id (ids are bearer values on many servers).
 #[derive(Clone)]
 pub struct SessionHandle {
@@ -173,7 +173,7 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// The current `Mcp-Session-Id`: `None` before the first `initialize` answer that
-    /// carried one, after [`close`](super::SessionClient::close), and while a lost session
+    /// carried one, after [`close`](crate::client::SessionClient::close), and while a lost session
     /// could not be replaced. Ids are visible ASCII (MCP 2025-11-25); one that is not is
     /// returned lossily.
     pub fn session_id(&self) -> Option<String> {

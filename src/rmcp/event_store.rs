@@ -11,12 +11,12 @@ use rmcp::transport::streamable_http_server::session::{
     EventId, EventStore, EventStoreError, EventStream, ServerSseMessage,
 };
 
-use super::EventFuture;
 use crate::redis_link::LazyManager;
+use crate::rmcp::EventFuture;
 
 /// rmcp's [`EventStore`] on Redis Streams: the SSE events of rmcp sessions, shared by every
 /// node that uses the same Redis and key prefix, so that a client can resume a stream
-/// (`Last-Event-ID`) through any node. Give it to [`Stateful::event_store`](super::Stateful::event_store)
+/// (`Last-Event-ID`) through any node. Give it to [`Stateful::event_store`](crate::rmcp::Stateful::event_store)
 /// (or to rmcp's own `LocalSessionManager::with_event_store`).
 ///
 /// ```no_run
@@ -38,7 +38,7 @@ use crate::redis_link::LazyManager;
 /// # Key layout and event ids
 ///
 /// rmcp names each stream: a request's SSE answer by a UUID, a session's GET stream
-/// `<session id>:common`; [`Stateful`](super::Stateful) stores them as `<session id>/<stream
+/// `<session id>:common`; [`Stateful`](crate::rmcp::Stateful) stores them as `<session id>/<stream
 /// id>`. The events of stream `s` are the entries of the Redis stream at key
 /// `{prefix}ev:{<tag>}<rest>`, where `<tag>` is `s` up to its first `/` (the session id) and
 /// `<rest>` the remainder, or, for a stream id without `/`, up to its last `:`. The braces are
@@ -51,7 +51,7 @@ use crate::redis_link::LazyManager;
 /// The id of an event is `<entry id>@<stream id>`, for example `1732960000000-0@3f2a…`:
 /// unique (Redis gives entry ids in increasing order within a stream, and stream ids are
 /// unique), free of newlines, and enough to find the stream again. Through
-/// [`Stateful`](super::Stateful) the stream id starts with the session id, and a session
+/// [`Stateful`](crate::rmcp::Stateful) the stream id starts with the session id, and a session
 /// replays only ids of its own streams.
 ///
 /// # Commands and bounds

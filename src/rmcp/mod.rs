@@ -19,10 +19,7 @@
 //! # async fn run() {
 //! let config = StreamableHttpServerConfig::default();
 //! let factory = stateful(|| Ok(MyServer::default()), config.clone());
-//! let layer = SessionLayer::mcp(factory.clone()).max_sessions(1_000);
-//! // After the last builder call (each one makes a new table): sessions that rmcp ends by
-//! // itself are then closed in the layer too.
-//! factory.bind(&layer.sessions());
+//! let layer = SessionLayer::mcp(factory).max_sessions(1_000).build();
 //! // Sessionless requests (MCP-Protocol-Version >= 2026-07-28) go to rmcp's stateless mode.
 //! let app = ServiceBuilder::new().layer(layer).service(stateless(|| Ok(MyServer), config));
 //! # let _ = app;
@@ -60,14 +57,13 @@
 //! cancels the session's cancellation token (a child of the config's
 //! [`cancellation_token`](StreamableHttpServerConfig::cancellation_token)) when the layer
 //! drops it, which it does once the session is closed (DELETE, expiry, eviction,
-//! [`Sessions::close`], shutdown) and its in-flight requests have finished.
+//! [`Sessions::close`](crate::Sessions::close), shutdown) and its in-flight requests have finished.
 //!
 //! The other way round, when rmcp ends a session by itself (its handler quits, its worker
 //! fails, its `keep_alive` runs out, the config's token is cancelled), the manager closes
-//! the layer's session too, through a [`WeakSessions`] that does not keep the table alive.
-//! The factory is built before the layer that owns the table, so the table is handed over
-//! afterwards with [`Stateful::bind`]. Unbound, such a session answers 404 (rmcp no longer
-//! knows it) until the layer's idle timeout reclaims it.
+//! the layer's session too ([`CloseReason::Closed`](crate::CloseReason::Closed)), through the
+//! [`WeakSession`] of the session's opening request: it keeps nothing alive, and it closes
+//! that very session, never a newer one under the same id (restored here since).
 //!
 //! ## Resumption and the event store
 //!
@@ -77,7 +73,7 @@
 //! - **Without an event store** (the default), rmcp keeps each stream's events in the
 //!   session's memory (a finished request's stream for `completed_cache_ttl`), and resumes
 //!   the stream itself: the events the client missed, then the live rest. This works on the
-//!   node that holds the session. A session [restored](crate::SessionLayer::store) on another
+//!   node that holds the session. A session [restored](crate::Cluster) on another
 //!   node is a new rmcp session with an empty cache: the missed events are lost (rmcp answers
 //!   the id of a request's stream with an empty stream, and that of the GET stream with a new
 //!   GET stream).
@@ -110,7 +106,7 @@
 //! rmcp checks the `Host` header of every request, the replayed `initialize` included, against
 //! [`allowed_hosts`](StreamableHttpServerConfig::allowed_hosts) (DNS rebinding protection),
 //! and answers 403 to a request without one: keep `host` in the layer's
-//! [`replay_headers`](crate::SessionLayer::replay_headers) (it is there by default), or the
+//! [`replay_headers`](crate::Cluster::replay_headers) (it is there by default), or the
 //! replay is refused and the layer answers 404 and forgets the session.
 //!
 //! ## What differs from rmcp's own session handling
@@ -121,7 +117,7 @@
 //!   activity.
 //! - The config's `session_store` is not used: restoring a session from a store on another
 //!   instance needs an id the layer does not know, which it answers 404 first. The layer's
-//!   own [store](crate::SessionLayer::store) does that job.
+//!   own [store](crate::Cluster) does that job.
 //! - Event ids are scoped to their session (above); rmcp's own manager replays any id its
 //!   store knows.
 //! - rmcp answers in SSE in stateful mode, even with `json_response`.
@@ -130,7 +126,6 @@ use std::fmt;
 use std::future::{Ready, ready};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -152,9 +147,9 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::factory::SessionFactory;
+use crate::handle::session::{Session, WeakSession};
+use crate::http::factory::SessionFactory;
 use crate::info::SessionInfo;
-use crate::sessions::{Sessions, WeakSessions};
 
 #[cfg(feature = "redis")]
 mod event_store;
@@ -173,13 +168,12 @@ type HandlerFactory<H> = Arc<dyn Fn() -> Result<H, io::Error> + Send + Sync>;
 type EventFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EventStoreError>> + Send + 'a>>;
 
 /// A [`SessionFactory`] that runs one stateful rmcp session per layer session, under the
-/// layer's id; made by [`stateful`]. Clones share the table given to [`bind`](Self::bind).
+/// layer's id; made by [`stateful`].
 pub struct Stateful<H> {
     handler: HandlerFactory<H>,
     config: StreamableHttpServerConfig,
     session_config: SessionConfig,
     event_store: Option<Arc<dyn EventStore>>,
-    table: Arc<OnceLock<WeakSessions>>,
 }
 
 /// A factory for [`SessionLayer::mcp`](crate::SessionLayer::mcp) that serves each session
@@ -192,8 +186,6 @@ pub struct Stateful<H> {
 /// parent cancellation token (cancelling it ends every session). Its `legacy_session_mode`
 /// is forced on (that is rmcp's stateful mode) and its `session_store` off (see the
 /// [module docs](self)).
-///
-/// Call [`bind`](Stateful::bind) with the layer's table once the layer is configured.
 pub fn stateful<H, F>(handler: F, config: StreamableHttpServerConfig) -> Stateful<H>
 where
     H: ServerHandler + Send + 'static,
@@ -209,7 +201,6 @@ where
         config,
         session_config,
         event_store: None,
-        table: Arc::default(),
     }
 }
 
@@ -255,17 +246,6 @@ impl<H> Stateful<H> {
         self.event_store = Some(store);
         self
     }
-
-    /// Hands the factory the table of the layer it serves, so that a session rmcp ends by
-    /// itself is closed in the layer at once ([`CloseReason::Closed`](crate::CloseReason)).
-    /// Only a [`WeakSessions`] is kept: no reference cycle with the table. Call it after the
-    /// layer's last builder method (each makes a new table); returns `false`, changing
-    /// nothing, if this factory (or a clone) is already bound. One factory per table. The
-    /// session is closed by id: with an id generator that can repeat ids (not the default
-    /// [`UuidV4`](crate::UuidV4)), a late close could reach a newer session with the same id.
-    pub fn bind(&self, sessions: &Sessions) -> bool {
-        self.table.set(sessions.downgrade()).is_ok()
-    }
 }
 
 impl<H> Clone for Stateful<H> {
@@ -275,7 +255,6 @@ impl<H> Clone for Stateful<H> {
             config: self.config.clone(),
             session_config: self.session_config.clone(),
             event_store: self.event_store.clone(),
-            table: Arc::clone(&self.table),
         }
     }
 }
@@ -286,7 +265,6 @@ impl<H> fmt::Debug for Stateful<H> {
             .field("config", &self.config)
             .field("session_config", &self.session_config)
             .field("event_store", &self.event_store.is_some())
-            .field("bound", &self.table.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -302,7 +280,7 @@ where
 
     fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
         let cancel = self.config.cancellation_token.child_token();
-        let layer_closed = Arc::new(AtomicBool::new(false));
+        let session = Arc::new(OnceLock::new());
         let config = self.config.clone().with_cancellation_token(cancel.clone());
         let id: RmcpSessionId = Arc::from(info.id().as_str());
         let mut inner = LocalSessionManager::default();
@@ -316,18 +294,15 @@ where
         let manager = OneSession {
             id,
             inner,
-            table: Arc::clone(&self.table),
-            layer_closed: Arc::clone(&layer_closed),
+            session: Arc::clone(&session),
         };
         let handler = Arc::clone(&self.handler);
         let service = StreamableHttpService::new(move || handler(), Arc::new(manager), config);
         ready(Ok((
             RmcpService {
                 service,
-                _cancel: Arc::new(CancelOnDrop {
-                    token: cancel,
-                    dropped: layer_closed,
-                }),
+                session,
+                _cancel: Arc::new(CancelOnDrop { token: cancel }),
             },
             (),
         )))
@@ -337,13 +312,10 @@ where
 /// Cancels the session's token when the last clone of its [`RmcpService`] is dropped.
 struct CancelOnDrop {
     token: CancellationToken,
-    /// Set first: the session's manager then knows the layer closed this copy.
-    dropped: Arc<AtomicBool>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
         self.token.cancel();
     }
 }
@@ -353,6 +325,8 @@ impl Drop for CancelOnDrop {
 /// the service (after the session is closed and its requests have finished).
 pub struct RmcpService<H> {
     service: RmcpHttpService<H>,
+    /// The layer's session, taken from the first request (the opening one always carries it).
+    session: Arc<OnceLock<WeakSession>>,
     _cancel: Arc<CancelOnDrop>,
 }
 
@@ -367,6 +341,7 @@ impl<H> Clone for RmcpService<H> {
     fn clone(&self) -> Self {
         Self {
             service: self.service.clone(),
+            session: Arc::clone(&self.session),
             _cancel: Arc::clone(&self._cancel),
         }
     }
@@ -397,6 +372,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if self.session.get().is_none()
+            && let Some(session) = req.extensions().get::<Session>()
+        {
+            let _ = self.session.set(session.downgrade());
+        }
         self.service.call(req)
     }
 }
@@ -408,10 +388,8 @@ pub struct OneSession {
     id: RmcpSessionId,
     /// Holds this session only; its event store (if any) is a `SessionEvents`.
     inner: LocalSessionManager,
-    table: Arc<OnceLock<WeakSessions>>,
-    /// Set when the layer drops this session's service: the layer closed the session (this
-    /// copy) itself, and the id may since name a new copy (a restore) not to touch.
-    layer_closed: Arc<AtomicBool>,
+    /// The layer's session (see [`RmcpService`]), to close when rmcp ends it.
+    session: Arc<OnceLock<WeakSession>>,
 }
 
 impl fmt::Debug for OneSession {
@@ -467,15 +445,11 @@ impl SessionManager for OneSession {
             return Ok(());
         }
         self.inner.close_session(id).await?;
-        // The layer closed this copy and dropped its service: nothing to tell it, and closing
-        // by id now could reach a newer copy of the session (restored here since).
-        if self.layer_closed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        // rmcp ended the session by itself: the layer's session is closed too, so that its id
-        // answers 404 and its slot is free.
-        if let Some(sessions) = self.table.get().and_then(WeakSessions::upgrade) {
-            sessions.close(&self.id);
+        // rmcp ended the session (or the layer did, and dropped this service: then its entry
+        // is gone and this does nothing). The layer's session closes too, so that its id
+        // answers 404 and its slot is free; only this very session, never a newer copy.
+        if let Some(session) = self.session.get() {
+            session.close();
         }
         Ok(())
     }

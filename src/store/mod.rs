@@ -5,12 +5,12 @@
 //!
 //! A session has two halves. What can be serialized is a [`SessionRecord`]: the session's id,
 //! the principal it is bound to, when it opened, the request that opened it (method, URI, the
-//! headers named by [`SessionLayer::replay_headers`](crate::SessionLayer::replay_headers) and
+//! headers named by [`Cluster::replay_headers`](crate::Cluster::replay_headers) and
 //! the body) and a small data map of JSON values (see [`SessionData`](crate::SessionData)).
 //! What cannot be serialized, the per-session service and its open streams, lives on the node
 //! that built it. Any node can rebuild the second half from the first: it calls the factory
 //! and replays the opening request into the new service (the layer's *restore*, see
-//! [`SessionLayer::store`](crate::SessionLayer::store)).
+//! [`Cluster`](crate::Cluster)).
 //!
 //! # Why this shape
 //!
@@ -27,7 +27,7 @@
 //! * **TTL off the request path.** The layer never refreshes a record on a request; a
 //!   background task refreshes, once per refresh interval and in one batch, the records of the
 //!   sessions used on this node since the last round (see
-//!   [`SessionLayer::store_refresh_interval`](crate::SessionLayer::store_refresh_interval)).
+//!   [`Cluster::refresh_interval`](crate::Cluster::refresh_interval)).
 
 use std::fmt;
 use std::future::Future;
@@ -37,7 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
 
-use crate::body::BoxError;
+use crate::error::BoxError;
 use crate::id::SessionId;
 use crate::info::Principal;
 
@@ -50,6 +50,20 @@ pub use memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;
 
+/// `current` (the JSON text under `key`; `None`: absent, counts as 0) plus `by`, as strictly as
+/// Redis's `HINCRBY` reads integers: no sign `+`, no spaces, no fraction, no overflow.
+pub(crate) fn incremented(current: Option<&str>, key: &str, by: i64) -> Result<i64, StoreError> {
+    let not_an_integer = || StoreError::new(format!("the value of `{key}` is not an integer"));
+    let current = match current {
+        None => 0,
+        Some(text) if text.starts_with('+') => return Err(not_an_integer()),
+        Some(text) => text.parse::<i64>().map_err(|_| not_an_integer())?,
+    };
+    current
+        .checked_add(by)
+        .ok_or_else(|| StoreError::new(format!("`{key}` would overflow")))
+}
+
 /// The future of a [`SessionStore`] operation.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -60,7 +74,7 @@ pub struct OpeningRequest {
     pub method: Method,
     /// The request target.
     pub uri: Uri,
-    /// The headers named by [`SessionLayer::replay_headers`](crate::SessionLayer::replay_headers)
+    /// The headers named by [`Cluster::replay_headers`](crate::Cluster::replay_headers)
     /// (by default `host`, `content-type`, `accept` and `mcp-protocol-version`); credentials
     /// (`authorization`, `cookie`, `proxy-authorization`) are never kept.
     pub headers: HeaderMap,

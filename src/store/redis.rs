@@ -10,10 +10,10 @@ use http::{HeaderMap, Method, Uri};
 use redis::aio::ConnectionManager;
 use redis::{Client, RedisError, Script};
 
-use super::{OpeningRequest, SessionRecord, SessionStore, StoreError, StoreFuture};
 use crate::id::SessionId;
 use crate::info::Principal;
 use crate::redis_link::{LazyManager, check_prefix, session_name};
+use crate::store::{OpeningRequest, SessionRecord, SessionStore, StoreError, StoreFuture};
 
 /// Session records in Redis: one hash per session, shared by every node that uses the same
 /// Redis and key prefix.

@@ -2,7 +2,7 @@
 //! without the layer, in one process.
 //!
 //! - Two axum servers on `127.0.0.1:0`: `Router::new().route("/mcp", post(handler))`, and the
-//!   same router with `.layer(SessionLayer::mcp(..))` whose factory hands each session the
+//!   same router with `.layer(SessionLayer::mcp(..).build())` whose factory hands each session the
 //!   route itself. The layered server is first given 100k idle sessions (`E2E_PRELOAD`),
 //!   opened in-process through the router, so its table is not a toy.
 //! - A load generator on the same tokio runtime (2 worker threads): `E2E_CONNS` (16) HTTP/1.1
@@ -150,7 +150,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let plain = Router::new().route("/mcp", post(handler));
-        let layer = SessionLayer::mcp(passthrough as Passthrough).max_sessions(preload + 10_000);
+        let layer = SessionLayer::mcp(passthrough as Passthrough).max_sessions(preload + 10_000).build();
         let sessions = layer.sessions();
         let layered = Router::new().route("/mcp", post(handler)).layer(layer);
 

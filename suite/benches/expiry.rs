@@ -108,7 +108,7 @@ struct Rep {
 
 /// Times a sweep of a table of `n` sessions of which none has expired.
 fn scan_full_table(n: usize) -> f64 {
-    let layer = mcp_layer(usize::MAX);
+    let layer = mcp_layer(usize::MAX).build();
     let sessions = layer.sessions();
     let mut svc = layer.layer(Noop);
     open_sessions(&mut svc, n);
@@ -119,7 +119,7 @@ fn scan_full_table(n: usize) -> f64 {
 
 fn rep(n: usize, active: usize) -> Rep {
     let scan_ms = scan_full_table(n);
-    let layer = mcp_layer(usize::MAX).idle_timeout(IDLE);
+    let layer = mcp_layer(usize::MAX).idle_timeout(IDLE).build();
     let sessions = layer.sessions();
     let mut svc = layer.layer(Noop);
     let (_, took) = open_sessions(&mut svc, n);
@@ -212,7 +212,8 @@ fn sweeper_steps(n: usize) -> (Duration, Duration) {
     let rt = tokio_context();
     let layer = mcp_layer(usize::MAX)
         .idle_timeout(IDLE)
-        .sweep_interval(Duration::from_millis(100));
+        .sweep_interval(Duration::from_millis(100))
+        .build();
     let sessions = layer.sessions();
     let mut svc = layer.layer(Noop);
     {

@@ -81,7 +81,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(n: usize) -> (Self, Duration) {
-        let layer = mcp_layer(usize::MAX);
+        let layer = mcp_layer(usize::MAX).build();
         let mut svc = tower::Layer::layer(&layer, Noop);
         let (ids, took) = open_sessions(&mut svc, n);
         assert_eq!(layer.sessions().len(), n);
@@ -91,7 +91,8 @@ impl Fixture {
         let replay = std::sync::Arc::new(std::sync::Mutex::new(ids.clone().into_iter()));
         let no_ext = mcp_layer(usize::MAX)
             .session_extension(false)
-            .make_session_id(move || replay.lock().unwrap().next().expect("an id to replay"));
+            .make_session_id(move || replay.lock().unwrap().next().expect("an id to replay"))
+            .build();
         let mut svc_no_ext = tower::Layer::layer(&no_ext, Noop);
         let (replayed, _) = open_sessions(&mut svc_no_ext, n);
         assert_eq!(replayed, ids);

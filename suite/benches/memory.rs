@@ -109,7 +109,7 @@ fn snapshot() -> Snapshot {
 fn child(variant: &str, n: usize) {
     let (before, after) = match variant {
         "layer" => {
-            let layer = mcp_layer(usize::MAX);
+            let layer = mcp_layer(usize::MAX).build();
             let mut svc = layer.layer(Noop);
             // Warm up: lazy statics, the id generator, the allocator; then close that session.
             let warm = open_one(&mut svc);

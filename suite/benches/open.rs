@@ -35,7 +35,7 @@ fn main() {
     group.throughput(Throughput::Elements(1));
     group.bench_function("full_path", |b| {
         b.iter_custom(|iters| {
-            let layer = mcp_layer(usize::MAX);
+            let layer = mcp_layer(usize::MAX).build();
             let mut svc = layer.layer(Noop);
             let start = Instant::now();
             for _ in 0..iters {

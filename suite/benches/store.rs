@@ -43,7 +43,7 @@ use http::StatusCode;
 use tower::{Layer, Service, ServiceExt};
 use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::store::{MemoryStore, RedisStore, SessionStore};
-use tower_mcp_session::{SessionId, SessionLayer};
+use tower_mcp_session::{Cluster, SessionId, SessionLayer, SessionLayerBuilder};
 
 /// `usize` from the environment, or `default`.
 fn env_usize(name: &str, default: usize) -> usize {
@@ -356,7 +356,7 @@ fn run(
     rt: &tokio::runtime::Runtime,
     admin: &mut Admin,
     n: &Counts,
-    base: &dyn Fn() -> SessionLayer<Factory>,
+    base: &dyn Fn() -> SessionLayerBuilder<Factory>,
     redis_store: &dyn Fn() -> RedisStore,
     redis_bus: &dyn Fn() -> RedisBus,
     since: SystemTime,
@@ -366,9 +366,17 @@ fn run(
 
     // ---- 1. Routed requests, sessions live on this node.
     let layers: [(&str, SessionLayer<Factory>); 3] = [
-        ("none", base()),
-        ("memory", base().store(MemoryStore::new())),
-        ("redis", base().store(redis_store()).bus(redis_bus())),
+        ("none", base().build()),
+        (
+            "memory",
+            base().cluster(Cluster::new(MemoryStore::new())).build(),
+        ),
+        (
+            "redis",
+            base()
+                .cluster(Cluster::new(redis_store()).bus(redis_bus()))
+                .build(),
+        ),
     ];
     let mut fixtures: Vec<(&str, Svc, Vec<String>)> = Vec::new();
     for (name, layer) in &layers {
@@ -467,8 +475,8 @@ fn run(
     // Idle timeout 4 s: the refresher runs every second (a quarter of it).
     let steady_layer = base()
         .idle_timeout(Duration::from_secs(4))
-        .store(redis_store())
-        .bus(redis_bus());
+        .cluster(Cluster::new(redis_store()).bus(redis_bus()))
+        .build();
     let redis_svc = &steady_layer.layer(Noop);
     let mut redis_ids = open_on(rt, redis_svc, n.sessions);
     Rng::new(0x5e55_1015).shuffle(&mut redis_ids);
@@ -518,7 +526,9 @@ fn run(
     drop(steady_layer);
 
     // ---- 3. Restore latency.
-    let node_a = base().store(redis_store()).bus(redis_bus());
+    let node_a = base()
+        .cluster(Cluster::new(redis_store()).bus(redis_bus()))
+        .build();
     let svc_a = node_a.layer(Noop);
     let ids = open_on(rt, &svc_a, n.restore);
     let store = redis_store();
@@ -530,7 +540,9 @@ fn run(
         loads.push(start.elapsed());
         assert!(record.is_some(), "record missing");
     }
-    let node_b = base().store(redis_store()).bus(redis_bus());
+    let node_b = base()
+        .cluster(Cluster::new(redis_store()).bus(redis_bus()))
+        .build();
     let svc_b = node_b.layer(Noop);
     let mut restores = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -566,11 +578,16 @@ fn run(
 
     // ---- 4. Opens/s, 64 concurrent, 2 workers.
     let variants: [(&str, SessionLayer<Factory>); 3] = [
-        ("no store", base()),
-        ("MemoryStore", base().store(MemoryStore::new())),
+        ("no store", base().build()),
+        (
+            "MemoryStore",
+            base().cluster(Cluster::new(MemoryStore::new())).build(),
+        ),
         (
             "RedisStore+RedisBus",
-            base().store(redis_store()).bus(redis_bus()),
+            base()
+                .cluster(Cluster::new(redis_store()).bus(redis_bus()))
+                .build(),
         ),
     ];
     let mut rates = Vec::new();
@@ -600,7 +617,7 @@ fn run(
     drop(variants);
 
     // ---- 5. Redis memory per record (store only, no bus).
-    let layer = base().store(redis_store());
+    let layer = base().cluster(Cluster::new(redis_store())).build();
     let svc = layer.layer(Noop);
     // The bus connections of part 4 close in the background (Redis then frees their
     // subscriptions): wait until `used_memory` settles before and after.

@@ -205,7 +205,7 @@ pub fn grpc_rejection(rejection: &Rejection) -> http::Response<Bytes> {
 /// The session layer of this server: `x-session-id`, a fresh counter service per session,
 /// gRPC rejections.
 pub fn session_layer() -> SessionLayer<Factory> {
-    SessionLayer::new(new_session as Factory)
+    SessionLayer::generic(new_session as Factory)
         .header(HeaderName::from_static(SESSION_HEADER))
         .rejection(grpc_rejection)
         .keep_session_if(|status, headers| {
@@ -216,6 +216,7 @@ pub fn session_layer() -> SessionLayer<Factory> {
         .on_close(
             |info: &SessionInfo, reason| tracing::info!(id = %info.id(), ?reason, "session closed"),
         )
+        .build()
 }
 
 /// The session factory of this server.

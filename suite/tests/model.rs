@@ -30,7 +30,7 @@ use std::time::Duration;
 use http::StatusCode;
 use proptest::prelude::*;
 use reliability::*;
-use tower_mcp_session::{CloseReason, SessionInfo};
+use tower_mcp_session::{CloseReason, Eviction, SessionInfo};
 
 const IDLE_MS: u64 = 10_000;
 const MAX_SESSIONS: usize = 4;
@@ -193,7 +193,11 @@ async fn check(ops: Vec<Op>, evict: bool) {
             .idle_timeout(Duration::from_millis(IDLE_MS))
             .sweep_interval(Duration::from_secs(365 * 24 * 3600))
             .max_sessions(MAX_SESSIONS)
-            .evict_idlest(evict)
+            .eviction(if evict {
+                Eviction::LastRequest
+            } else {
+                Eviction::Off
+            })
             .on_close(move |info: &SessionInfo, reason| {
                 hook_events
                     .lock()
@@ -489,7 +493,9 @@ fn evict_idlest_makes_room_in_a_small_table() {
         let mut refused = 0;
         for _ in 0..50 {
             let h = harness_with(1, |layer| {
-                layer.max_sessions(MAX_SESSIONS).evict_idlest(true)
+                layer
+                    .max_sessions(MAX_SESSIONS)
+                    .eviction(Eviction::LastRequest)
             });
             for _ in 0..MAX_SESSIONS {
                 open(&h.svc).await;

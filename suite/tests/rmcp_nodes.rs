@@ -43,7 +43,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::rmcp::{RedisEventStore, stateful, stateless};
 use tower_mcp_session::store::RedisStore;
-use tower_mcp_session::{SessionLayer, Sessions};
+use tower_mcp_session::{Cluster, SessionLayer, Sessions};
 
 const WAIT: Duration = Duration::from_secs(10);
 const VERSION: &str = "2025-11-25";
@@ -328,13 +328,12 @@ fn node(prefix: &str, events: &RedisEventStore) -> Node {
         config.clone(),
     )
     .event_store(Arc::new(events.clone()));
-    let layer = SessionLayer::mcp(factory.clone())
-        .store(RedisStore::open(&redis_url(), prefix).expect("store"))
-        // rmcp checks Host on every request, the replayed `initialize` included: the default
-        // replay headers keep it.
+    // rmcp checks Host on every request, the replayed `initialize` included: the default
+    // replay headers keep it.
+    let cluster = Cluster::new(RedisStore::open(&redis_url(), prefix).expect("store"))
         .bus(RedisBus::open(&redis_url(), prefix).expect("bus"));
+    let layer = SessionLayer::mcp(factory).cluster(cluster).build();
     let sessions = layer.sessions();
-    assert!(factory.bind(&sessions));
     let sessionless = stateless(|| Ok(Worker), config.with_json_response(true));
     let router = Router::new().route_service(
         "/mcp",

@@ -408,10 +408,10 @@ async fn a_session_rmcp_ends_is_closed_in_the_layer() {
             StreamableHttpServerConfig::default(),
         )
         .session_config(session_config);
-        let layer = SessionLayer::mcp(factory.clone()).idle_timeout(Duration::from_secs(600));
+        let layer = SessionLayer::mcp(factory)
+            .idle_timeout(Duration::from_secs(600))
+            .build();
         let sessions = layer.sessions();
-        assert!(factory.bind(&sessions));
-        assert!(!factory.bind(&sessions), "bound twice");
         let router = axum::Router::new().route_service(
             "/mcp",
             ServiceBuilder::new()

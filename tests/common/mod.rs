@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceExt};
 use tower_mcp_session::body::{RequestBody, ResponseBody};
 use tower_mcp_session::{
-    CloseReason, Session, SessionFactory, SessionInfo, SessionLayer, SessionService, Sessions,
+    CloseReason, Session, SessionFactory, SessionInfo, SessionLayer, SessionLayerBuilder,
+    SessionService, Sessions,
 };
 
 /// The request body the layer is given.
@@ -430,23 +431,23 @@ pub struct Fixture(
 );
 
 impl Fixture {
-    /// `SessionLayer::mcp(echo_factory(&live))`, then `configure`, then
+    /// `SessionLayer::mcp(echo_factory(&live)).build()`, then `configure`, then
     /// `on_close(closed.hook())` (which replaces any hook `configure` set).
     pub fn mcp(
-        configure: impl FnOnce(SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory>,
+        configure: impl FnOnce(SessionLayerBuilder<EchoFactory>) -> SessionLayerBuilder<EchoFactory>,
     ) -> Self {
         Self::build(configure, true)
     }
 
     /// As [`mcp`](Self::mcp) without a close hook: `closed` stays empty.
     pub fn mcp_unhooked(
-        configure: impl FnOnce(SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory>,
+        configure: impl FnOnce(SessionLayerBuilder<EchoFactory>) -> SessionLayerBuilder<EchoFactory>,
     ) -> Self {
         Self::build(configure, false)
     }
 
     fn build(
-        configure: impl FnOnce(SessionLayer<EchoFactory>) -> SessionLayer<EchoFactory>,
+        configure: impl FnOnce(SessionLayerBuilder<EchoFactory>) -> SessionLayerBuilder<EchoFactory>,
         hooked: bool,
     ) -> Self {
         let live = Live::default();
@@ -455,6 +456,7 @@ impl Fixture {
         if hooked {
             layer = layer.on_close(closed.hook());
         }
+        let layer = layer.build();
         let sessions = layer.sessions();
         let app = layer.layer(Inner);
         Self(live, closed, sessions, app)
@@ -466,7 +468,7 @@ impl Fixture {
 pub struct Closed(Arc<Mutex<Vec<(String, CloseReason)>>>);
 
 impl Closed {
-    /// A hook for [`SessionLayer::on_close`](tower_mcp_session::SessionLayer::on_close).
+    /// A hook for [`SessionLayerBuilder::on_close`](tower_mcp_session::SessionLayerBuilder::on_close).
     pub fn hook(&self) -> impl Fn(&SessionInfo, CloseReason) + Send + Sync + 'static {
         let log = Arc::clone(&self.0);
         move |info, reason| log.lock().unwrap().push((info.id().to_string(), reason))

@@ -226,8 +226,8 @@ pub struct Harness {
 /// `SessionLayer::mcp` over [`Inner`] with [`EchoFactory`], configured by `configure`.
 pub fn harness(
     configure: impl FnOnce(
-        tower_mcp_session::SessionLayer<EchoFactory>,
-    ) -> tower_mcp_session::SessionLayer<EchoFactory>,
+        tower_mcp_session::SessionLayerBuilder<EchoFactory>,
+    ) -> tower_mcp_session::SessionLayerBuilder<EchoFactory>,
 ) -> Harness {
     harness_with(10_000, configure)
 }
@@ -236,8 +236,8 @@ pub fn harness(
 pub fn harness_with(
     stream_chunks: usize,
     configure: impl FnOnce(
-        tower_mcp_session::SessionLayer<EchoFactory>,
-    ) -> tower_mcp_session::SessionLayer<EchoFactory>,
+        tower_mcp_session::SessionLayerBuilder<EchoFactory>,
+    ) -> tower_mcp_session::SessionLayerBuilder<EchoFactory>,
 ) -> Harness {
     use tower::Layer;
     let tracker = Arc::new(Tracker::default());
@@ -245,7 +245,7 @@ pub fn harness_with(
         tracker: Arc::clone(&tracker),
         stream_chunks,
     };
-    let layer = configure(tower_mcp_session::SessionLayer::mcp(factory));
+    let layer = configure(tower_mcp_session::SessionLayer::mcp(factory)).build();
     let sessions = layer.sessions();
     let svc = layer.layer(Inner {
         tracker: Arc::clone(&tracker),

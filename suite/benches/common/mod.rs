@@ -19,7 +19,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use tower::Service;
 use tower_mcp_session::mcp::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use tower_mcp_session::{SessionInfo, SessionLayer, SessionService};
+use tower_mcp_session::{SessionInfo, SessionLayer, SessionLayerBuilder, SessionService};
 
 /// The per-session (and inner) service of the benches: answers 200 with an empty body at once.
 /// Zero-sized, so the layer's memory per session is all the layer's own.
@@ -50,8 +50,8 @@ fn make_session(_info: SessionInfo, inner: Noop) -> Ready<Result<Noop, Infallibl
 /// The service under test: the MCP profile over [`Noop`].
 pub type Svc = SessionService<Noop, Factory>;
 
-/// An MCP layer with the trivial factory and room for `max` sessions.
-pub fn mcp_layer(max: usize) -> SessionLayer<Factory> {
+/// An MCP layer builder with the trivial factory and room for `max` sessions.
+pub fn mcp_layer(max: usize) -> SessionLayerBuilder<Factory> {
     SessionLayer::mcp(make_session as Factory).max_sessions(max)
 }
 

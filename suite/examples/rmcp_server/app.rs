@@ -51,7 +51,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
-use tower_mcp_session::{SessionLayer, Sessions};
+use tower_mcp_session::{Cluster, SessionLayer, Sessions};
 
 /// A 1x1 red PNG.
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -120,15 +120,15 @@ pub fn build(config: Config) -> App {
     if let Some(redis) = &config.redis {
         factory = factory.event_store(Arc::new(redis.events.clone()));
     }
-    let mut layer = SessionLayer::mcp(factory.clone())
+    let mut layer = SessionLayer::mcp(factory)
         .max_sessions(config.max_sessions)
         .idle_timeout(config.idle_timeout);
     if let Some(redis) = config.redis {
         // A server that does not hold a session restores it by replaying its `initialize`.
-        layer = layer.store(redis.store).bus(redis.bus);
+        layer = layer.cluster(Cluster::new(redis.store).bus(redis.bus));
     }
+    let layer = layer.build();
     let sessions = layer.sessions();
-    factory.bind(&sessions);
     let live = Arc::clone(&handlers);
     let sessionless = tower_mcp_session::rmcp::stateless(
         move || Ok(Conformance::new(&live, &states)),

@@ -25,10 +25,11 @@ use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
-use crate::registry::DynEntry;
+use crate::cluster::Entry;
+use crate::error::BoxError;
 
-/// The error of [`ResponseBody`]: either service body's error, boxed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A request as the inner and per-session services receive it.
+pub(crate) type Req<B> = http::Request<RequestBody<B>>;
 
 pin_project! {
     /// The request body handed to the inner and per-session services.
@@ -125,7 +126,7 @@ impl<B> fmt::Debug for RequestBody<B> {
 /// Counts one request in flight on a session for as long as it lives, and tells a response
 /// body when the session has been closed.
 pub(crate) struct SessionGuard {
-    entry: Arc<DynEntry>,
+    entry: Arc<Entry>,
     epoch: Instant,
     /// Whether the response (future or body) ever had to wait: then the request may have
     /// lasted long, and its end is stamped with a fresh clock read.
@@ -135,7 +136,7 @@ pub(crate) struct SessionGuard {
 
 impl SessionGuard {
     /// Takes over one in-flight count already added to `entry`.
-    pub(crate) fn new(entry: Arc<DynEntry>, epoch: Instant) -> Self {
+    pub(crate) fn new(entry: Arc<Entry>, epoch: Instant) -> Self {
         Self {
             entry,
             epoch,
@@ -144,7 +145,7 @@ impl SessionGuard {
         }
     }
 
-    pub(crate) fn entry(&self) -> &Arc<DynEntry> {
+    pub(crate) fn entry(&self) -> &Arc<Entry> {
         &self.entry
     }
 
@@ -176,9 +177,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let now = self
-            .waited
-            .then(|| u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let now = self.waited.then(|| crate::time::elapsed_ms(self.epoch));
         self.entry.end(now);
     }
 }
@@ -189,7 +188,7 @@ pin_project! {
     /// One of: the per-session service's body `B` (ended early, with no error, if its session
     /// is closed while it streams a body of unknown length), the inner service's body `I`, or
     /// a body built by the layer (a small JSON-RPC error, the body of the
-    /// [rejection hook](crate::SessionLayer::rejection), or empty). Errors of either service
+    /// [rejection hook](crate::SessionLayerBuilder::rejection), or empty). Errors of either service
     /// body are boxed. `Default` is an empty body.
     pub struct ResponseBody<B, I = B> {
         #[pin]

@@ -17,12 +17,15 @@
 //! | [`ClientSessionLimit`](Rejection::ClientSessionLimit) | 429 Too Many Requests, `Retry-After` | -32000 |
 //! | [`FactoryFailed`](Rejection::FactoryFailed) | 500 Internal Server Error | -32603 |
 //! | [`TooManySessions`](Rejection::TooManySessions) | 503 Service Unavailable, `Retry-After` | -32000 |
-//! | [`Busy`](Rejection::Busy) | 503 Service Unavailable, `Retry-After` | -32000 |
+//! | [`PeekBudgetSpent`](Rejection::PeekBudgetSpent) | 503 Service Unavailable, `Retry-After` | -32000 |
+//! | [`TooManyRestores`](Rejection::TooManyRestores) | 503 Service Unavailable, `Retry-After` | -32000 |
+//! | [`ReplayFailed`](Rejection::ReplayFailed) | 503 Service Unavailable, `Retry-After` | -32000 |
 //! | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 Service Unavailable, `Retry-After` | -32000 |
 //! | [`ShuttingDown`](Rejection::ShuttingDown) | 503 Service Unavailable | -32000 |
 //!
-//! Replace the responses with [`SessionLayer::rejection`](crate::SessionLayer::rejection),
-//! e.g. to answer gRPC clients with a `grpc-status`.
+//! Replace the responses with
+//! [`SessionLayerBuilder::rejection`](crate::SessionLayerBuilder::rejection), e.g. to answer
+//! gRPC clients with a `grpc-status`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -32,7 +35,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::id::InvalidSessionId;
-use crate::mcp::MCP_SESSION_ID;
+use crate::mcp::{MCP_SESSION_ID, McpError};
 
 /// A request the layer answered itself instead of passing it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,25 +63,34 @@ pub enum Rejection {
     /// The HTTP method is not served here; holds the methods for the `Allow` header.
     MethodNotAllowed(&'static str),
     /// The body of a request that may open a session did not arrive within the
-    /// [peek timeout](crate::SessionLayer::peek_timeout).
+    /// [peek timeout](crate::SessionLayerBuilder::peek_timeout).
     RequestTimeout,
     /// The body of a request that may open a session exceeds the peek limit (bytes).
     PayloadTooLarge(usize),
     /// The principal or client of an opening request already holds its most sessions
-    /// ([`max_sessions_per_principal`](crate::SessionLayer::max_sessions_per_principal),
-    /// [`max_sessions_per_client`](crate::SessionLayer::max_sessions_per_client)); clients
-    /// should retry after the given delay.
+    /// ([`max_sessions_per_principal`](crate::SessionLayerBuilder::max_sessions_per_principal),
+    /// [`max_sessions_per_client`](crate::SessionLayerBuilder::max_sessions_per_client));
+    /// clients should retry after the given delay.
     ClientSessionLimit(Duration),
     /// The session factory returned an error; nothing was stored.
     FactoryFailed,
     /// The session limit is reached; clients should retry after the given delay.
     TooManySessions(Duration),
     /// The bodies being read from clients without a session already hold the
-    /// [peek budget](crate::SessionLayer::peek_budget); clients should retry after the given
-    /// delay.
-    Busy(Duration),
-    /// The [session store](crate::store) did not answer while opening a session or restoring
-    /// one this node does not hold (never 404: the session may well exist); carries the
+    /// [peek budget](crate::SessionLayerBuilder::peek_budget); clients should retry after the
+    /// given delay.
+    PeekBudgetSpent(Duration),
+    /// With a [cluster](crate::Cluster): this node is restoring (or deleting) as many sessions
+    /// it does not hold as it allows at once (256); clients should retry after the given
+    /// delay, which a load balancer may send elsewhere.
+    TooManyRestores(Duration),
+    /// With a [cluster](crate::Cluster): restoring the session on this node failed in a way
+    /// that may pass (the per-session service answered the replayed opening request with 5xx,
+    /// 408 or 429, or not within 5 s); the session's record stays, and clients should retry
+    /// after the given delay.
+    ReplayFailed(Duration),
+    /// The [cluster](crate::Cluster)'s store did not answer while opening a session or
+    /// restoring or deleting one (never 404: the session may well exist); carries the
     /// `Retry-After` delay.
     StoreUnavailable(Duration),
     /// [`Sessions::shutdown`](crate::Sessions::shutdown) was called; no session opens.
@@ -129,7 +141,9 @@ impl Rejection {
             Self::ClientSessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::FactoryFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::TooManySessions(_)
-            | Self::Busy(_)
+            | Self::PeekBudgetSpent(_)
+            | Self::TooManyRestores(_)
+            | Self::ReplayFailed(_)
             | Self::StoreUnavailable(_)
             | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -174,7 +188,15 @@ impl Rejection {
             }
             Self::FactoryFailed => "Internal error: the session could not be created".into(),
             Self::TooManySessions(_) => "Service unavailable: too many sessions".into(),
-            Self::Busy(_) => "Service unavailable: too many sessions being opened".into(),
+            Self::PeekBudgetSpent(_) => {
+                "Service unavailable: too many request bodies are being read at once".into()
+            }
+            Self::TooManyRestores(_) => {
+                "Service unavailable: too many sessions are being restored at once".into()
+            }
+            Self::ReplayFailed(_) => {
+                "Service unavailable: the session could not be restored on this server".into()
+            }
             Self::StoreUnavailable(_) => "Service unavailable: session store unreachable".into(),
             Self::ShuttingDown => "Service unavailable: shutting down".into(),
         }
@@ -183,7 +205,8 @@ impl Rejection {
     /// The default response: the status, a JSON-RPC error body
     /// `{"jsonrpc":"2.0","error":{"code":..,"message":..},"id":null}` with
     /// `Content-Type: application/json`, plus `Allow` on 405 and `Retry-After` (whole
-    /// seconds, at least 1) on 429 and on 503 for a full table or a busy peek budget.
+    /// seconds, at least 1) on 429 and on every 503 but
+    /// [`ShuttingDown`](Self::ShuttingDown)'s.
     pub fn to_response(&self) -> Response<Bytes> {
         let mut body = format!(
             r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":""#,
@@ -203,7 +226,9 @@ impl Rejection {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             Self::TooManySessions(after)
-            | Self::Busy(after)
+            | Self::PeekBudgetSpent(after)
+            | Self::TooManyRestores(after)
+            | Self::ReplayFailed(after)
             | Self::StoreUnavailable(after)
             | Self::ClientSessionLimit(after) => {
                 headers.insert(header::RETRY_AFTER, after.as_secs().max(1).into());
@@ -212,6 +237,32 @@ impl Rejection {
         }
         response
     }
+}
+
+/// With the `axum` feature a rejection is an axum response too, its default one (axum's
+/// rejection idiom): a handler may return `Err(Rejection::SessionNotFound)`.
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Rejection {
+    fn into_response(self) -> axum_core::response::Response {
+        self.to_response().map(axum_core::body::Body::from)
+    }
+}
+
+impl From<McpError> for Rejection {
+    fn from(error: McpError) -> Self {
+        match error {
+            McpError::InvalidProtocolVersion => Self::InvalidProtocolVersion,
+            McpError::NotJson => Self::ParseError,
+            McpError::BatchedInitialize => Self::BatchedInitialize,
+        }
+    }
+}
+
+/// 204 No Content: a session closed by the close policy (DELETE).
+pub(crate) fn no_content() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
 }
 
 /// Appends `text` to `out` as the inside of a JSON string.
@@ -266,5 +317,10 @@ mod tests {
     fn retry_after_is_whole_seconds() {
         let response = Rejection::TooManySessions(Duration::from_millis(10)).to_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let response = Rejection::StoreUnavailable(Duration::MAX).to_response();
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER],
+            Duration::MAX.as_secs().to_string().as_str()
+        );
     }
 }

@@ -1,69 +1,7 @@
-//! The Model Context Protocol profile: which request opens a session, and routing by
-//! protocol version.
-//!
-//! Rules, from MCP 2025-11-25, Basic, Transports, Streamable HTTP:
-//!
-//! - A session is opened by the `InitializeRequest`, a JSON-RPC request with method
-//!   `initialize`, sent as a POST without `Mcp-Session-Id`; the server assigns the id in the
-//!   header of the response that carries the `InitializeResult`.
-//! - Every later request carries the id; without it the server answers 400, with an id it no
-//!   longer knows 404.
-//! - `MCP-Protocol-Version` is `YYYY-MM-DD`; a missing one on a later request means
-//!   2025-03-26. An invalid one gets 400 from the layer when the request names a session (or
-//!   repeats the header); without a session id it goes to the inner service, which knows the
-//!   versions it speaks (MCP 2026-07-28 answers an unsupported version with JSON-RPC error
-//!   -32022 and the request's id, which only the server can give).
-//! - MCP 2026-07-28 (SEP-2567) removed sessions: requests declaring that version or a newer
-//!   one pass through to the inner service, and any `Mcp-Session-Id` they carry is ignored.
+//! Initialize detection: is the body of a request without a session id an MCP `initialize`
+//! request? Probed with serde visitors, without building a JSON tree.
 
-use http::{HeaderMap, HeaderName};
-
-use crate::rejection::Rejection;
-
-/// `Mcp-Session-Id`, the session header of MCP Streamable HTTP.
-pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-
-/// `MCP-Protocol-Version`, the header that names the negotiated protocol version.
-pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-
-/// The first protocol version without sessions (SEP-2567). Requests declaring this version or
-/// a later one are sessionless.
-pub const SESSIONLESS_SINCE: &str = "2026-07-28";
-
-/// Whether the request declares a sessionless protocol version (≥ [`SESSIONLESS_SINCE`]).
-///
-/// # Errors
-///
-/// [`Rejection::InvalidProtocolVersion`] if the header is repeated or is not `YYYY-MM-DD`.
-pub(crate) fn is_sessionless(headers: &HeaderMap) -> Result<bool, Rejection> {
-    let mut values = headers.get_all(MCP_PROTOCOL_VERSION).iter();
-    let Some(value) = values.next() else {
-        return Ok(false);
-    };
-    if values.next().is_some() {
-        return Err(Rejection::InvalidProtocolVersion);
-    }
-    let version = value.as_bytes();
-    let well_formed = version.len() == 10
-        && version.iter().enumerate().all(|(i, b)| match i {
-            4 | 7 => *b == b'-',
-            _ => b.is_ascii_digit(),
-        });
-    if !well_formed {
-        return Err(Rejection::InvalidProtocolVersion);
-    }
-    // Same-length ISO dates compare correctly as bytes.
-    Ok(version >= SESSIONLESS_SINCE.as_bytes())
-}
-
-/// Whether `MCP-Protocol-Version` appears at most once.
-pub(crate) fn version_is_single(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(MCP_PROTOCOL_VERSION)
-        .iter()
-        .nth(1)
-        .is_none()
-}
+use crate::mcp::McpError;
 
 /// Reads a peeked body: `Ok(true)` if it is a JSON-RPC `initialize` request (with a string or
 /// number `id`; an `initialize` notification opens nothing), `Ok(false)` for any other JSON.
@@ -74,21 +12,19 @@ pub(crate) fn version_is_single(headers: &HeaderMap) -> bool {
 ///
 /// # Errors
 ///
-/// [`Rejection::ParseError`] if the body is not JSON (nesting deeper than serde_json's limit
-/// of 128 counts as not JSON), [`Rejection::BatchedInitialize`] if it is a batch holding an
+/// [`McpError::NotJson`] if the body is not JSON (nesting deeper than serde_json's limit of
+/// 128 counts as not JSON), [`McpError::BatchedInitialize`] if it is a batch holding an
 /// `initialize` request.
-#[cfg(feature = "mcp")]
-pub(crate) fn is_initialize(body: &[u8]) -> Result<bool, Rejection> {
+pub(crate) fn is_initialize(body: &[u8]) -> Result<bool, McpError> {
     match serde_json::from_slice::<probe::Message>(body) {
         Ok(probe::Message::Single(is_init)) => Ok(is_init),
         Ok(probe::Message::Batch(false)) => Ok(false),
-        Ok(probe::Message::Batch(true)) => Err(Rejection::BatchedInitialize),
-        Err(_) => Err(Rejection::ParseError),
+        Ok(probe::Message::Batch(true)) => Err(McpError::BatchedInitialize),
+        Err(_) => Err(McpError::NotJson),
     }
 }
 
 /// Serde visitors that look at a JSON-RPC message without keeping it.
-#[cfg(feature = "mcp")]
 mod probe {
     use std::fmt;
 
@@ -269,34 +205,8 @@ mod probe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(version: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            MCP_PROTOCOL_VERSION,
-            HeaderValue::from_str(version).unwrap(),
-        );
-        h
-    }
 
     #[test]
-    fn routes_by_protocol_version() {
-        assert_eq!(is_sessionless(&HeaderMap::new()), Ok(false));
-        assert_eq!(is_sessionless(&headers("2025-11-25")), Ok(false));
-        assert_eq!(is_sessionless(&headers("2026-07-28")), Ok(true));
-        assert_eq!(is_sessionless(&headers("2027-01-01")), Ok(true));
-        for bad in ["", "2025-11", "2025/11/25", "latest", "2025-11-250"] {
-            assert_eq!(
-                is_sessionless(&headers(bad)),
-                Err(Rejection::InvalidProtocolVersion),
-                "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    #[cfg(feature = "mcp")]
     fn detects_initialize() {
         let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
         assert_eq!(is_initialize(init), Ok(true));
@@ -304,17 +214,17 @@ mod tests {
             is_initialize(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
             Ok(false)
         );
-        assert_eq!(is_initialize(b"{nope"), Err(Rejection::ParseError));
+        assert_eq!(is_initialize(b"{nope"), Err(McpError::NotJson));
         let notification = br#"{"jsonrpc":"2.0","method":"initialize","params":{}}"#;
         assert_eq!(is_initialize(notification), Ok(false));
         let null_id = br#"{"jsonrpc":"2.0","id":null,"method":"initialize"}"#;
         assert_eq!(is_initialize(null_id), Ok(false));
         assert_eq!(
             is_initialize(br#"[{"jsonrpc":"2.0","id":1,"method":"initialize"}]"#),
-            Err(Rejection::BatchedInitialize)
+            Err(McpError::BatchedInitialize)
         );
         let deep = "[".repeat(10_000);
-        assert_eq!(is_initialize(deep.as_bytes()), Err(Rejection::ParseError));
+        assert_eq!(is_initialize(deep.as_bytes()), Err(McpError::NotJson));
         // Escapes in the method name, the last of repeated keys, ids of every kind.
         let escaped = br#"{"id":"a","method":"initi\u0061lize"}"#;
         assert_eq!(is_initialize(escaped), Ok(true));
@@ -338,6 +248,6 @@ mod tests {
         ] {
             assert_eq!(is_initialize(other.as_bytes()), Ok(false), "{other}");
         }
-        assert_eq!(is_initialize(b"{} x"), Err(Rejection::ParseError));
+        assert_eq!(is_initialize(b"{} x"), Err(McpError::NotJson));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! They read the [`Session`] the layer puts into the extensions of every request it routes to
 //! a session. A handler that is not behind a [`SessionLayer`](crate::SessionLayer) (or behind
-//! one with [`session_extension(false)`](crate::SessionLayer::session_extension)) gets 500
+//! one with [`session_extension(false)`](crate::SessionLayerBuilder::session_extension)) gets 500
 //! Internal Server Error with a message saying so: a wiring mistake, not a client error.
 //! `Option<Session>` and `Option<SessionInfo>` never fail.
 
@@ -14,8 +14,8 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
+use crate::handle::session::Session;
 use crate::info::SessionInfo;
-use crate::session::Session;
 
 /// Rejection of the session extractors: the request carries no [`Session`], or its state is
 /// not of the asked type. Answered 500 Internal Server Error with a plain-text explanation.

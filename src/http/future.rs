@@ -6,17 +6,27 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{RequestBody, ResponseBody, SessionGuard};
-use crate::open::Opened;
+use crate::http::body::{Req, ResponseBody, SessionGuard};
+use crate::http::route::Routed;
 
-type Req<B> = Request<RequestBody<B>>;
+/// What the slow paths (open, restore, a DELETE that reaches the store) produced: the
+/// layer's own answer, the per-session service's (with the session's guard if the session
+/// was kept), or a request routed to a session, for the future to drive as the hot path does.
+pub(crate) enum Opened<T: Service<Req<B>>, B> {
+    Answered(Response<Bytes>),
+    Served {
+        response: T::Response,
+        guard: Option<SessionGuard>,
+    },
+    Routed(Routed<T, B>),
+}
 
-/// The opening path, boxed: it reads a body and awaits the factory, off the hot path.
-pub(crate) type OpenFuture<R, E> = Pin<Box<dyn Future<Output = Result<Opened<R>, E>> + Send>>;
+/// A slow path, boxed: it reads a body, awaits the factory or the store, off the hot path.
+pub(crate) type OpenFuture<T, B, E> = Pin<Box<dyn Future<Output = Result<Opened<T, B>, E>> + Send>>;
 
 pin_project! {
     /// Response future of [`SessionService`](crate::SessionService).
@@ -47,7 +57,7 @@ pin_project! {
         Inner { #[pin] future: S::Future },
         SessionReady { service: T, request: Option<Req<B>>, guard: Option<SessionGuard> },
         Session { #[pin] future: T::Future, guard: Option<SessionGuard> },
-        Open { future: OpenFuture<T::Response, S::Error> },
+        Open { future: OpenFuture<T, B, S::Error> },
     }
 }
 
@@ -73,20 +83,28 @@ where
         }
     }
 
-    pub(crate) fn session(service: T, request: Req<B>, guard: SessionGuard) -> Self {
+    pub(crate) fn routed(routed: Routed<T, B>) -> Self {
         Self {
-            kind: Kind::SessionReady {
-                service,
-                request: Some(request),
-                guard: Some(guard),
-            },
+            kind: session_ready(routed),
         }
     }
 
-    pub(crate) fn open(future: OpenFuture<T::Response, S::Error>) -> Self {
+    pub(crate) fn open(future: OpenFuture<T, B, S::Error>) -> Self {
         Self {
             kind: Kind::Open { future },
         }
+    }
+}
+
+fn session_ready<S, T, B>(routed: Routed<T, B>) -> Kind<S, T, B>
+where
+    S: Service<Req<B>>,
+    T: Service<Req<B>>,
+{
+    Kind::SessionReady {
+        service: routed.service,
+        request: Some(routed.request),
+        guard: Some(routed.guard),
     }
 }
 
@@ -150,14 +168,17 @@ where
                             .map_err(Into::into),
                     );
                 }
-                KindProj::Open { future } => {
-                    return Poll::Ready(match ready!(future.as_mut().poll(cx))? {
-                        Opened::Rejected(response) => Ok(response.map(ResponseBody::layer)),
-                        Opened::Served { response, guard } => {
-                            Ok(response.map(|body| ResponseBody::session(body, guard)))
-                        }
-                    });
-                }
+                KindProj::Open { future } => match ready!(future.as_mut().poll(cx))? {
+                    Opened::Answered(response) => {
+                        return Poll::Ready(Ok(response.map(ResponseBody::layer)));
+                    }
+                    Opened::Served { response, guard } => {
+                        return Poll::Ready(Ok(
+                            response.map(|body| ResponseBody::session(body, guard))
+                        ));
+                    }
+                    Opened::Routed(routed) => kind.set(session_ready(routed)),
+                },
             }
         }
     }

@@ -65,8 +65,8 @@ where
 }
 
 pin_project! {
-    /// The future of a closure factory: its service with the state `()`.
-    #[doc(hidden)]
+    /// The future of a closure factory: its service with the state `()`. Named only as the
+    /// `Future` of the closure implementation of [`SessionFactory`].
     pub struct WithoutState<Fut> {
         #[pin]
         future: Fut,
@@ -101,7 +101,7 @@ where
 ///         Ok::<_, Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
 ///     });
 ///     Ok::<_, Infallible>((service, notify))
-/// }));
+/// })).build();
 /// let sessions = layer.sessions();
 /// // Later: sessions.state::<broadcast::Sender<String>>(&id).map(|tx| tx.send("hi".into()));
 /// # let _ = sessions;

@@ -17,13 +17,12 @@ pub struct OpenPolicy(pub(crate) OpenKind);
 pub(crate) enum OpenKind {
     AnyRequest,
     When(Predicate),
-    #[cfg(feature = "mcp")]
     McpInitialize,
 }
 
 impl OpenPolicy {
     /// Every request without a session id opens a session. The default of
-    /// [`SessionLayer::new`](crate::SessionLayer::new); suits protocols where the first
+    /// [`SessionLayer::generic`](crate::SessionLayer::generic); suits protocols where the first
     /// request of a client is its handshake (a gRPC client's first call, say).
     pub fn any_request() -> Self {
         Self(OpenKind::AnyRequest)
@@ -41,10 +40,9 @@ impl OpenPolicy {
     /// The MCP rule, the default of [`SessionLayer::mcp`](crate::SessionLayer::mcp): a POST
     /// whose body is a JSON-RPC `initialize` request opens a session (MCP 2025-11-25,
     /// Streamable HTTP, Session Management). The body is read up to the
-    /// [peek limit](crate::SessionLayer::peek_limit) and handed on unchanged. A body over the
+    /// [peek limit](crate::SessionLayerBuilder::peek_limit) and handed on unchanged. A body over the
     /// limit gets 413 Payload Too Large, one that is not JSON 400 (JSON-RPC -32700), a batch
     /// holding `initialize` 400 (JSON-RPC -32600).
-    #[cfg(feature = "mcp")]
     pub fn mcp_initialize() -> Self {
         Self(OpenKind::McpInitialize)
     }
@@ -55,7 +53,6 @@ impl fmt::Debug for OpenPolicy {
         f.write_str(match self.0 {
             OpenKind::AnyRequest => "OpenPolicy::AnyRequest",
             OpenKind::When(_) => "OpenPolicy::When(..)",
-            #[cfg(feature = "mcp")]
             OpenKind::McpInitialize => "OpenPolicy::McpInitialize",
         })
     }
@@ -80,7 +77,7 @@ pub(crate) enum CloseKind {
 
 impl ClosePolicy {
     /// No request closes a session; DELETE passes through to the session's service. The
-    /// default of [`SessionLayer::new`](crate::SessionLayer::new): sessions end by expiry,
+    /// default of [`SessionLayer::generic`](crate::SessionLayer::generic): sessions end by expiry,
     /// eviction or [`Sessions::close`](crate::Sessions::close).
     pub fn never() -> Self {
         Self(CloseKind::Never)
