@@ -8,16 +8,22 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
 
 use crate::id::SessionId;
+use crate::sync::lock;
 
-/// Checks that a prefix leaves the hash tag to the session id.
+/// Checks that a key or channel prefix leaves the Redis Cluster hash tag to the session id.
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.contains(['{', '}']) {
         return Err(format!(
-            "the key prefix {prefix:?} contains `{{` or `}}`, which would change the Redis \
-             Cluster hash tag"
+            "the prefix {prefix:?} contains `{{` or `}}`, which would change the Redis Cluster \
+             hash tag"
         ));
     }
     Ok(())
+}
+
+/// "no answer within N ms" for an operation that timed out after `timeout`.
+pub(crate) fn no_answer_within(timeout: std::time::Duration) -> String {
+    format!("no answer within {} ms", crate::time::millis(timeout))
 }
 
 /// `{prefix}{{id}}`: the name of a session's key (and of its channel).
@@ -41,7 +47,7 @@ pub(crate) struct LazyManager {
     pub(crate) client: Client,
     timeout: Duration,
     /// The generation of the current manager (counts replacements) and the manager.
-    slot: Mutex<(u64, Option<ConnectionManager>)>,
+    current: Mutex<(u64, Option<ConnectionManager>)>,
 }
 
 impl LazyManager {
@@ -49,39 +55,38 @@ impl LazyManager {
         Self {
             client,
             timeout,
-            slot: Mutex::new((0, None)),
+            current: Mutex::new((0, None)),
         }
     }
 
-    fn slot(&self) -> MutexGuard<'_, (u64, Option<ConnectionManager>)> {
-        // Every update is one assignment: the data is good after a panic elsewhere.
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    fn current(&self) -> MutexGuard<'_, (u64, Option<ConnectionManager>)> {
+        lock(&self.current)
     }
 
     /// The current manager and its generation, made if there is none. Call on a tokio
     /// runtime.
     pub(crate) fn get(&self) -> Result<(u64, ConnectionManager), RedisError> {
-        let mut slot = self.slot();
-        if let Some(manager) = &slot.1 {
-            return Ok((slot.0, manager.clone()));
+        let mut current = self.current();
+        if let Some(manager) = &current.1 {
+            return Ok((current.0, manager.clone()));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_max_delay(Duration::from_secs(2));
         let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        slot.0 += 1;
-        slot.1 = Some(manager.clone());
-        Ok((slot.0, manager))
+        current.0 += 1;
+        current.1 = Some(manager.clone());
+        Ok((current.0, manager))
     }
 
     /// Drops the manager of `generation` if it is still the current one: the next operation
     /// makes a new one.
     pub(crate) fn retire(&self, generation: u64) {
         let retired = {
-            let mut slot = self.slot();
-            if slot.0 == generation {
-                slot.1.take()
+            let mut current = self.current();
+            if current.0 == generation {
+                current.1.take()
             } else {
                 None
             }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::bus::{BusConnection, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
+use crate::sync::lock;
 
 /// A bus between the session tables (nodes) of one process; clones share it.
 ///
@@ -35,7 +36,7 @@ struct Nodes {
 
 impl Hub {
     fn nodes(&self) -> MutexGuard<'_, Nodes> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.nodes)
     }
 }
 
@@ -60,19 +61,20 @@ impl SessionBus for MemoryBus {
     fn connect(&self, deliver: Deliver) -> Arc<dyn BusConnection> {
         let node = self.hub.next_node.fetch_add(1, Ordering::Relaxed);
         self.hub.nodes().deliver.insert(node, deliver);
-        Arc::new(Node {
+        Arc::new(MemoryConnection {
             hub: Arc::downgrade(&self.hub),
             node,
         })
     }
 }
 
-struct Node {
+/// One node's connection to a [`MemoryBus`].
+struct MemoryConnection {
     hub: Weak<Hub>,
     node: u64,
 }
 
-impl BusConnection for Node {
+impl BusConnection for MemoryConnection {
     fn listen(&self, id: &SessionId) {
         if let Some(hub) = self.hub.upgrade() {
             let mut nodes = hub.nodes();
@@ -117,7 +119,7 @@ impl BusConnection for Node {
     }
 }
 
-impl Drop for Node {
+impl Drop for MemoryConnection {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
             let mut nodes = hub.nodes();

@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::bus::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
-use crate::redis_link::{LazyManager, session_name};
+use crate::redis_link::{LazyManager, check_prefix, no_answer_within, session_name};
+use crate::sync::lock;
 
 /// The events of sessions between nodes, over Redis sharded pub/sub (Redis 7 or later).
 ///
@@ -112,12 +113,7 @@ impl RedisBus {
     /// tag out of the session id.
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, BusError> {
         let prefix = prefix.into();
-        if prefix.contains(['{', '}']) {
-            return Err(BusError::new(format!(
-                "the channel prefix {prefix:?} contains `{{` or `}}`, which would change the \
-                 Redis Cluster hash tag"
-            )));
-        }
+        check_prefix(&prefix).map_err(BusError::new)?;
         let info = client.get_connection_info().clone();
         let redis = info
             .redis_settings()
@@ -166,8 +162,8 @@ impl RedisBus {
 
 impl SessionBus for RedisBus {
     fn connect(&self, deliver: Deliver) -> Arc<dyn BusConnection> {
-        let node = Node {
-            shared: Arc::new(Shared {
+        let node = RedisConnection {
+            wanted: Arc::new(Wants {
                 prefix: self.prefix.clone(),
                 state: Mutex::default(),
                 wake: Notify::new(),
@@ -182,8 +178,8 @@ impl SessionBus for RedisBus {
     }
 }
 
-/// What a node's handle and its background task share.
-struct Shared {
+/// What a node's connection and its background task both hold: the sessions it listens to.
+struct Wants {
     prefix: Arc<str>,
     state: Mutex<Wanted>,
     /// Wakes the task: a listen or unlisten, a message, a lost connection.
@@ -198,16 +194,16 @@ struct Wanted {
     dirty: HashSet<SessionId>,
 }
 
-impl Shared {
+impl Wants {
     fn state(&self) -> MutexGuard<'_, Wanted> {
         // Every update is one set operation: the sets are good after a panic elsewhere.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 
 /// One node's connection: the [`BusConnection`] that [`RedisBus::connect`] returns.
-struct Node {
-    shared: Arc<Shared>,
+struct RedisConnection {
+    wanted: Arc<Wants>,
     /// Held here; the task holds it weakly.
     deliver: Deliver,
     /// The subscription task, once started.
@@ -216,11 +212,11 @@ struct Node {
     bus: RedisBus,
 }
 
-impl Node {
+impl RedisConnection {
     /// Starts the subscription task if it is not running and this thread is on a tokio
     /// runtime (also restarts a task whose runtime went away).
     fn ensure_started(&self) {
-        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        let mut task = lock(&self.task);
         if task.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
@@ -228,7 +224,7 @@ impl Node {
             return;
         };
         let subscriber = Subscriber {
-            shared: self.shared.clone(),
+            wanted: self.wanted.clone(),
             deliver: Arc::downgrade(&self.deliver),
             client: self.bus.client.clone(),
             timeout: self.bus.timeout,
@@ -237,7 +233,7 @@ impl Node {
     }
 }
 
-impl Drop for Node {
+impl Drop for RedisConnection {
     fn drop(&mut self) {
         let task = self.task.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(task) = task.take() {
@@ -246,10 +242,10 @@ impl Drop for Node {
     }
 }
 
-impl BusConnection for Node {
+impl BusConnection for RedisConnection {
     fn listen(&self, id: &SessionId) {
         let changed = {
-            let mut state = self.shared.state();
+            let mut state = self.wanted.state();
             if state.ids.insert(id.clone()) {
                 state.dirty.insert(id.clone());
                 true
@@ -259,13 +255,13 @@ impl BusConnection for Node {
         };
         if changed {
             self.ensure_started();
-            self.shared.wake.notify_one();
+            self.wanted.wake.notify_one();
         }
     }
 
     fn unlisten(&self, id: &SessionId) {
         let changed = {
-            let mut state = self.shared.state();
+            let mut state = self.wanted.state();
             if state.ids.remove(id) {
                 state.dirty.insert(id.clone());
                 true
@@ -275,7 +271,7 @@ impl BusConnection for Node {
         };
         if changed {
             self.ensure_started();
-            self.shared.wake.notify_one();
+            self.wanted.wake.notify_one();
         }
     }
 
@@ -288,7 +284,7 @@ impl BusConnection for Node {
             }
             self.ensure_started();
             let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
-            let channel = session_name(&self.shared.prefix, id);
+            let channel = session_name(&self.wanted.prefix, id);
             let payload = crate::bus::wire::encode(&event);
             let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(channel).arg(payload.as_ref());
@@ -298,10 +294,7 @@ impl BusConnection for Node {
                 Ok(Err(error)) => Err(BusError::new(error)),
                 Err(_) => {
                     self.publisher.retire(generation);
-                    Err(BusError::new(format!(
-                        "no answer within {} ms",
-                        self.bus.timeout.as_millis()
-                    )))
+                    Err(BusError::new(no_answer_within(self.bus.timeout)))
                 }
             }
         })
@@ -325,7 +318,7 @@ struct Inbox {
     lost: Arc<AtomicBool>,
     /// Set while messages are being dropped, so that a burst warns once.
     overflowing: AtomicBool,
-    shared: Arc<Shared>,
+    wanted: Arc<Wants>,
 }
 
 impl AsyncPushSender for Inbox {
@@ -351,11 +344,11 @@ impl AsyncPushSender for Inbox {
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError),
                 }
-                self.shared.wake.notify_one();
+                self.wanted.wake.notify_one();
             }
             PushKind::Disconnection => {
                 self.lost.store(true, Ordering::Release);
-                self.shared.wake.notify_one();
+                self.wanted.wake.notify_one();
             }
             _ => {}
         }
@@ -368,7 +361,7 @@ type WeakDeliver = Weak<dyn Fn(&SessionId, BusEvent) + Send + Sync>;
 
 /// The background task of one node: keeps the subscription connection and delivers.
 struct Subscriber {
-    shared: Arc<Shared>,
+    wanted: Arc<Wants>,
     deliver: WeakDeliver,
     client: Client,
     timeout: Duration,
@@ -405,12 +398,12 @@ impl Subscriber {
                 messages,
                 lost: lost.clone(),
                 overflowing: AtomicBool::new(false),
-                shared: self.shared.clone(),
+                wanted: self.wanted.clone(),
             });
         let connecting = self
             .client
             .get_multiplexed_async_connection_with_config(&config);
-        let mut con = match tokio::time::timeout(self.timeout * 2, connecting).await {
+        let mut con = match tokio::time::timeout(self.timeout.saturating_mul(2), connecting).await {
             Ok(Ok(con)) => con,
             Ok(Err(error)) => return error.to_string(),
             Err(_) => return format!("no connection within {} ms", self.timeout.as_millis()),
@@ -418,7 +411,7 @@ impl Subscriber {
 
         // A new connection has no subscriptions: subscribe to everything wanted now.
         let wanted: Vec<SessionId> = {
-            let mut state = self.shared.state();
+            let mut state = self.wanted.state();
             state.dirty.clear();
             state.ids.iter().cloned().collect()
         };
@@ -436,7 +429,7 @@ impl Subscriber {
         *backoff = MIN_BACKOFF;
 
         loop {
-            let woken = tokio::time::timeout(HEALTH_CHECK, self.shared.wake.notified()).await;
+            let woken = tokio::time::timeout(HEALTH_CHECK, self.wanted.wake.notified()).await;
             while let Ok((channel, payload)) = inbox.try_recv() {
                 self.dispatch(&channel, &payload);
             }
@@ -454,7 +447,7 @@ impl Subscriber {
                 continue;
             }
             let (add, remove) = {
-                let mut state = self.shared.state();
+                let mut state = self.wanted.state();
                 let dirty = std::mem::take(&mut state.dirty);
                 let mut add = Vec::new();
                 let mut remove = Vec::new();
@@ -493,7 +486,7 @@ impl Subscriber {
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.cmd(command)
-                    .arg(session_name(&self.shared.prefix, id))
+                    .arg(session_name(&self.wanted.prefix, id))
                     .ignore();
             }
             match tokio::time::timeout(self.timeout, pipe.exec_async(con)).await {
@@ -512,14 +505,14 @@ impl Subscriber {
 
     /// Delivers one received message, if it is an event of a session still listened to.
     fn dispatch(&self, channel: &[u8], payload: &[u8]) {
-        let Some(id) = id_of_channel(&self.shared.prefix, channel) else {
+        let Some(id) = id_of_channel(&self.wanted.prefix, channel) else {
             return;
         };
         let Some(event) = crate::bus::wire::decode(payload) else {
             return;
         };
         // A message may still arrive between an unlisten and its SUNSUBSCRIBE.
-        if !self.shared.state().ids.contains(&id) {
+        if !self.wanted.state().ids.contains(&id) {
             return;
         }
         let Some(deliver) = self.deliver.upgrade() else {

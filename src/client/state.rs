@@ -2,7 +2,7 @@
 //! [`SessionHandle`]s.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri, Version, header};
@@ -112,7 +112,7 @@ impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent under panics (plain field writes), so a poisoned lock
         // is still usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// The session headers to send a request with; waits while a re-initialization runs.

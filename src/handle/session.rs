@@ -41,7 +41,7 @@ impl Session {
     /// The typed state the [`SessionFactory`](crate::SessionFactory) returned for this
     /// session, if it is a `T`.
     pub fn state<T: 'static>(&self) -> Option<&T> {
-        self.entry.slot.state().downcast_ref::<T>()
+        self.entry.payload.state().downcast_ref::<T>()
     }
 
     /// Whether the session has been closed since the request was routed (DELETE, expiry,

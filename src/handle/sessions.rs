@@ -56,7 +56,7 @@ impl Sessions {
     /// parts of the state in an `Arc` (or a channel sender) so that the clone reaches them.
     pub fn state<T: Clone + 'static>(&self, id: &str) -> Option<T> {
         let entry = self.table.get(id)?;
-        entry.slot.state().downcast_ref::<T>().cloned()
+        entry.payload.state().downcast_ref::<T>().cloned()
     }
 
     /// The data map of session `id` (see [`SessionData`]): in the store with a

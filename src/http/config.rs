@@ -95,7 +95,7 @@ impl Config {
         }
     }
 
-    /// The answer to a table that gave no slot for a session.
+    /// The answer to a table that gave no place for a session.
     pub(crate) fn refused(&self, refusal: Refusal) -> Rejection {
         match refusal {
             Refusal::ShutDown => Rejection::ShuttingDown,

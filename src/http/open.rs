@@ -1,4 +1,5 @@
-//! Opening a session: the open policy, the body peek, the slot, the factory, the commit.
+//! Opening a session: the open policy, the body peek, a place under the limits, the factory,
+//! the commit.
 //!
 //! Everything here runs for requests *without* a session id, so every step is bounded before
 //! it is paid for:
@@ -10,7 +11,7 @@
 //! 3. The MCP profile reads the body to see whether it is `initialize` (see [`peek`](crate::http::peek)
 //!    for the bounds); with a cluster every opening request's body is read the same way, since
 //!    the record keeps it for replay.
-//! 4. Only then is a slot reserved (global, per-principal and per-client limits; reclaim or
+//! 4. Only then is a place reserved (global, per-principal and per-client limits; reclaim or
 //!    eviction when full), an id minted, and the factory called.
 //! 5. The session is stored only if the per-session service's answer says so (2xx by
 //!    default): with a cluster its record is written first, then it is committed, `on_open`

@@ -8,7 +8,7 @@
 //! 2. The record is loaded. Not found: 404 (the session never existed, was deleted, or
 //!    expired everywhere). The store unreachable: 503 with `Retry-After`, never 404, since
 //!    the session may well exist. Bound to another principal: 404, as for a live session.
-//! 3. A slot is reserved (the table's limits apply as to an open), the factory builds the
+//! 3. A place is reserved (the table's limits apply as to an open), the factory builds the
 //!    per-session service with the session's recorded id, principal and creation time, and the
 //!    recorded opening request is replayed into it; with the MCP profile it is followed by
 //!    `notifications/initialized` (MCP 2025-11-25, Lifecycle). Their answers are read and
@@ -64,7 +64,7 @@ pub(crate) struct Restoring<S, F> {
 
 /// Why a restore did not produce a session: for every request of the id right now (no record,
 /// store down), and so left in the flight for the requests that waited; or only for this
-/// request (another principal's, no slot for it).
+/// request (another principal's, no place for it).
 enum Failed {
     ForAllWaiters(Failure),
     ThisRequest(Rejection),

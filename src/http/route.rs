@@ -13,7 +13,7 @@ use crate::http::config::Config;
 use crate::http::endpoint::Endpoint;
 use crate::http::rejection::Rejection;
 use crate::info::SessionInfo;
-use crate::table::slot::Stored;
+use crate::table::payload::Stored;
 use crate::table::{self, Refusal, Reservation};
 
 /// A request ready for its session's service: the service, the request, and the guard that
@@ -46,7 +46,7 @@ pub(crate) fn route<T: Clone + 'static, B>(
 /// The per-session service of a live entry, or the rejection for a closed one (or one stored
 /// by a layer clone with another service type).
 fn service_of<T: Clone + 'static>(entry: &Entry) -> Result<T, Rejection> {
-    match entry.slot.service().downcast_ref::<T>() {
+    match entry.payload.service().downcast_ref::<T>() {
         Some(service) if !entry.is_closed() => Ok(service.clone()),
         Some(_) => Err(Rejection::SessionNotFound),
         None => {

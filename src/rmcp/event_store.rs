@@ -11,7 +11,7 @@ use rmcp::transport::streamable_http_server::session::{
     EventId, EventStore, EventStoreError, EventStream, ServerSseMessage,
 };
 
-use crate::redis_link::LazyManager;
+use crate::redis_link::{LazyManager, check_prefix, no_answer_within};
 use crate::rmcp::EventFuture;
 
 /// rmcp's [`EventStore`] on Redis Streams: the SSE events of rmcp sessions, shared by every
@@ -119,13 +119,7 @@ impl RedisEventStore {
     /// If `prefix` contains `{` or `}`, which would move the Redis Cluster hash tag.
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, EventStoreError> {
         let prefix = prefix.into();
-        if prefix.contains(['{', '}']) {
-            return Err(format!(
-                "the key prefix {prefix:?} contains `{{` or `}}`, which would change the Redis \
-                 Cluster hash tag"
-            )
-            .into());
-        }
+        check_prefix(&prefix)?;
         Ok(Self {
             prefix: prefix.into(),
             timeout: Self::DEFAULT_TIMEOUT,
@@ -220,11 +214,7 @@ impl RedisEventStore {
             Ok(result) => Ok(result?),
             Err(_) => {
                 self.manager.retire(generation);
-                Err(format!(
-                    "the event store had no answer within {} ms",
-                    self.timeout.as_millis()
-                )
-                .into())
+                Err(format!("the event store had {}", no_answer_within(self.timeout)).into())
             }
         }
     }

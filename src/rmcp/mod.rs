@@ -447,7 +447,7 @@ impl SessionManager for OneSession {
         self.inner.close_session(id).await?;
         // rmcp ended the session (or the layer did, and dropped this service: then its entry
         // is gone and this does nothing). The layer's session closes too, so that its id
-        // answers 404 and its slot is free; only this very session, never a newer copy.
+        // answers 404 and its place under the limits is free; only this very session, never a newer copy.
         if let Some(session) = self.session.get() {
             session.close();
         }

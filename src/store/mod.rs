@@ -119,7 +119,7 @@ impl StoreError {
     pub fn timed_out(after: Duration) -> Self {
         Self::new(format!(
             "no answer within {} ms",
-            after.as_millis().min(u128::from(u64::MAX))
+            crate::time::millis(after)
         ))
     }
 }

@@ -1,15 +1,15 @@
 //! Admission: the session limit, the per-principal and per-client limits, and what a full
 //! table does (reclaim sessions that have ended by time, or evict one).
 //!
-//! - **A slot is reserved before a session is built** and given back on drop unless the
-//!   session is committed, so a failed or abandoned open never leaks a slot.
+//! - **A place under the limits is reserved before a session is built** and given back on
+//!   drop unless the session is committed, so a failed or abandoned open never leaks one.
 //! - **A full table looks for expired sessions only when one can exist.** Every full pass over
 //!   the table (a sweep) leaves a lower bound of the earliest time any session can end; an
 //!   open that finds the table full reclaims ended sessions only past that time, and then at
 //!   most once a second. A table full of live sessions therefore costs an open O(1), not a
 //!   scan.
 //! - **Eviction samples** a few entries of a few non-empty shards and closes the one ranked
-//!   oldest ([`Eviction`]); the evicting open takes over the victim's slot, so a concurrent
+//!   oldest ([`Eviction`]); the evicting open takes over the victim's place, so a concurrent
 //!   open cannot take it in between. O(1) per eviction however many sessions there are.
 
 use std::collections::HashMap;
@@ -60,7 +60,7 @@ impl<K: std::hash::Hash + Eq + Clone> KeyCounts<K> {
     }
 }
 
-/// Why no slot for a new session could be had.
+/// Why no place for a new session could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     ShutDown,
@@ -71,7 +71,8 @@ pub(crate) enum Refusal {
     Collision,
 }
 
-/// A counted slot for a session that is being opened; given back on drop unless committed.
+/// A counted place under the limits for a session that is being opened; given back on drop
+/// unless committed.
 pub(crate) struct Reservation<B: Backend> {
     pub(super) table: Arc<Table<B>>,
     pub(super) principal: Option<Principal>,
@@ -106,7 +107,7 @@ impl<B: Backend> Table<B> {
         }
     }
 
-    /// Whether an opening request would be refused before any slot is asked for: checked
+    /// Whether an opening request would be refused before any place is asked for: checked
     /// before its body is read, so that a refused client costs no read.
     pub(crate) fn precheck(&self) -> Result<(), Refusal> {
         if self.is_shut_down() {
@@ -119,7 +120,7 @@ impl<B: Backend> Table<B> {
         Ok(())
     }
 
-    /// Asks for a slot for a new session of `principal` from `client`: checks the per-key
+    /// Asks for a place for a new session of `principal` from `client`: checks the per-key
     /// limits, then the table's, reclaiming ended sessions or evicting one if the table is
     /// full and that is configured.
     pub(crate) fn reserve(
@@ -147,7 +148,7 @@ impl<B: Backend> Table<B> {
             self.release_keys(principal.as_ref(), None);
             return Err(Refusal::KeyLimit);
         }
-        // An eviction hands the victim's slot to this open, so a concurrent open cannot take
+        // An eviction hands the victim's place to this open, so a concurrent open cannot take
         // it in between; two opens that pick the same victim retry with another sample.
         let evict = self.settings.eviction;
         let reserved = self.try_count()
@@ -184,7 +185,7 @@ impl<B: Backend> Table<B> {
             && (last == 0 || now.saturating_sub(last) >= FULL_SCAN_INTERVAL_MS)
     }
 
-    /// Ended sessions nobody asked for still hold slots until the sweeper runs; a full table
+    /// Ended sessions nobody asked for still hold places until the sweeper runs; a full table
     /// reclaims them itself when one can exist (see the module docs).
     fn reclaim_when_full(&self) -> bool {
         if !self.may_reclaim() {
@@ -202,7 +203,7 @@ impl<B: Backend> Table<B> {
         self.sweep() > 0
     }
 
-    /// Closes one session and hands its slot to the caller (which then holds one slot more,
+    /// Closes one session and hands its place to the caller (which then holds one place more,
     /// without `try_count`); `false` if no victim could be taken. The victim is the entry
     /// ranked oldest by `by` among a sample of a few entries of a few non-empty shards (at
     /// most all shards are looked at, when nearly all are empty).
@@ -251,7 +252,7 @@ impl<B: Backend> Table<B> {
         }) else {
             return false;
         };
-        // The victim's slot stays counted: it is now the caller's.
+        // The victim's place stays counted: it is now the caller's.
         self.settle(vec![taken], 1);
         true
     }

@@ -11,7 +11,7 @@ use crate::close::CloseReason;
 use crate::info::ClientKey;
 use crate::info::SessionInfo;
 use crate::table::hooks::HookState;
-use crate::table::slot::Slot;
+use crate::table::payload::Payload;
 
 /// What an entry allocates on first need only: the signal a waiting response body is woken
 /// by when the session closes, and the session's data map when there is no store.
@@ -38,7 +38,7 @@ pub(crate) struct Times {
 /// `closed`) first, on the cache line of the `Arc`'s reference counts, so that checking a
 /// session costs one cache miss, not two.
 #[repr(C)]
-pub(crate) struct Entry<B, S: ?Sized = dyn Slot> {
+pub(crate) struct Entry<B, S: ?Sized = dyn Payload> {
     /// When the session was last used: a request starting or a response ending.
     last_seen: AtomicU64,
     /// Requests routed to the session whose response (body included) has not finished.
@@ -55,7 +55,7 @@ pub(crate) struct Entry<B, S: ?Sized = dyn Slot> {
     /// The client key the session counts against, when a per-client limit is set (boxed: most
     /// tables have none, and it would double the size of this field).
     pub(super) client: Option<Box<ClientKey>>,
-    pub(crate) slot: S,
+    pub(crate) payload: S,
 }
 
 impl<B, S> Entry<B, S> {
@@ -64,7 +64,7 @@ impl<B, S> Entry<B, S> {
         info: SessionInfo,
         backend: Arc<B>,
         client: Option<ClientKey>,
-        slot: S,
+        payload: S,
         now: u64,
     ) -> Self {
         Self {
@@ -77,7 +77,7 @@ impl<B, S> Entry<B, S> {
             info,
             backend,
             client: client.map(Box::new),
-            slot,
+            payload,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! - It works in steps of one shard, or of at most [`SWEEP_STEP`] ended sessions of one
 //!   shard, and yields to the runtime between steps, so no single step holds a worker for
 //!   long (see the expiry bench in BENCHMARKS.md for the longest step at 1M). A session
-//!   removed in a step is fully closed in that step: its slot given back, its hook run, its
+//!   removed in a step is fully closed in that step: its place given back, its hook run, its
 //!   service dropped.
 //! - It holds only a weak reference to the table, and the table stops it when it is dropped:
 //!   it ends as soon as the last layer, service and [`Sessions`](crate::Sessions) handle are

@@ -6,7 +6,7 @@
 //! (the cluster, or nothing) that a session left; it never names the cluster itself.
 //!
 //! - [`entry`]: one session's clocks, in-flight count and close handshake.
-//! - [`slot`]: its service and state, type-erased.
+//! - [`payload`]: its service and state, type-erased.
 //! - [`admission`]: the limits, and what a full table does.
 //! - [`expiry`]: ending sessions by time, and the background sweeper.
 //! - [`hooks`]: `on_open` and `on_close`, paired.
@@ -40,8 +40,8 @@ mod backend;
 pub(crate) mod entry;
 mod expiry;
 pub(crate) mod hooks;
+pub(crate) mod payload;
 pub(crate) mod settings;
-pub(crate) mod slot;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -56,9 +56,9 @@ use admission::KeyCounts;
 pub(crate) use admission::{Refusal, Reservation};
 pub(crate) use backend::{Backend, Scope};
 pub(crate) use entry::{Entry, Times};
+use payload::Payload;
 pub use settings::Eviction;
 pub(crate) use settings::TableSettings;
-use slot::Slot;
 
 use crate::close::CloseReason;
 use crate::id::SessionId;
@@ -75,7 +75,7 @@ const SHARD_SHIFT: u32 = 49;
 type Hasher = foldhash::fast::RandomState;
 
 /// An entry as the table stores it: its service and state behind one vtable.
-pub(crate) type DynEntry<B> = Entry<B, dyn Slot>;
+pub(crate) type DynEntry<B> = Entry<B, dyn Payload>;
 
 /// A session's close: why, and how far it reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl<B> Shard<B> {
 pub(crate) struct Table<B: Backend> {
     shards: Box<[Shard<B>]>,
     hasher: Hasher,
-    /// Live sessions plus reserved slots.
+    /// Live sessions plus reserved places.
     count: AtomicUsize,
     max_sessions: AtomicUsize,
     epoch: Instant,
@@ -284,7 +284,7 @@ impl<B: Backend> Table<B> {
 
     /// Removes `id` from the table and marks it closed, if `why` gives a close for it; the
     /// caller settles it with [`released`](Self::released) (or, for an eviction, hands its
-    /// slot over).
+    /// place over).
     fn take_if(
         &self,
         id: &str,
@@ -351,11 +351,11 @@ impl<B: Backend> Table<B> {
             |e| self.hash(e.info.id().as_str()),
         ) {
             TableEntry::Occupied(_) => return Err(Refusal::Collision),
-            TableEntry::Vacant(slot) => {
-                slot.insert(Arc::clone(entry));
+            TableEntry::Vacant(vacant) => {
+                vacant.insert(Arc::clone(entry));
             }
         }
-        // The slot and the key counts now belong to the stored session; closing gives them back.
+        // The place and the key counts now belong to the stored session; closing gives them back.
         reservation.committed = true;
         // A restored session may end sooner than a new one would (its lifetime counts from
         // its creation elsewhere): the full-table reclaim must not skip it.
@@ -455,7 +455,7 @@ impl<B: Backend> Table<B> {
     }
 
     /// Accounts for entries removed from the table and already marked closed: gives back their
-    /// slots, runs the close hooks and tells the backend (outside every lock: a hook may call
+    /// places, runs the close hooks and tells the backend (outside every lock: a hook may call
     /// back into the table), and frees them in address order (freeing a million entries in
     /// hash order is mostly cache misses).
     pub(crate) fn released(
@@ -465,7 +465,7 @@ impl<B: Backend> Table<B> {
         self.settle(closed.into_iter().collect(), 0)
     }
 
-    /// [`released`](Self::released), keeping `kept` of the slots counted (handed to a caller).
+    /// [`released`](Self::released), keeping `kept` of the places counted (handed to a caller).
     fn settle(&self, mut closed: Vec<(Arc<DynEntry<B>>, Close)>, kept: usize) -> usize {
         let n = closed.len();
         if n == 0 {
