@@ -1189,3 +1189,42 @@ async fn store_and_bus_against_a_silent_server_fail_in_bounded_time() {
         assert!(published.unwrap().is_err());
     }
 }
+
+/// No timeout the builders take panics or hangs: `Duration::MAX` is no timeout at all (every
+/// operation works), zero fails every operation at once.
+#[tokio::test]
+async fn extreme_timeouts_neither_panic_nor_hang() {
+    let (scope, mut con) = Scope::new().await;
+    let session = record(&new_id(), None);
+    let id = &session.id;
+
+    let store = scope.store().with_timeout(Duration::MAX);
+    assert!(store.create(&session, Some(Duration::MAX)).await.unwrap());
+    assert!(store.load(id).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .touch(std::slice::from_ref(id), Duration::MAX)
+            .await
+            .unwrap(),
+        []
+    );
+    let zero = scope.store().with_timeout(Duration::ZERO);
+    let loaded = bounded(zero.load(id))
+        .await
+        .expect("a zero timeout ends at once");
+    assert!(loaded.is_err());
+
+    let bus = scope.bus().with_timeout(Duration::MAX);
+    let (a, mut inbox) = node(&bus);
+    a.listen(id);
+    await_subscribers(&mut con, &scope.key(id), 1).await;
+    let message = BusEvent::Message(Bytes::from_static(b"max"));
+    a.publish(id, message.clone()).await.unwrap();
+    assert_eq!(next(&mut inbox).await, (id.clone(), message));
+    let zero = scope.bus().with_timeout(Duration::ZERO);
+    let (b, _inbox) = node(&zero);
+    let published = bounded(b.publish(id, BusEvent::Closed(CloseReason::Closed)))
+        .await
+        .expect("a zero timeout ends at once");
+    assert!(published.is_err());
+}
