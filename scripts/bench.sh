@@ -11,7 +11,7 @@
 # Environment (all optional):
 #   BENCH_PRIORITY=rt|nice|normal  priority of the measured threads during the short latency
 #                                  and paired windows (default: rt when `chrt` is allowed,
-#                                  else normal); see suite/benches/common/mod.rs
+#                                  else normal); see benches/common/mod.rs
 #   BENCH_RESULTS_DIR, CRITERION_HOME  where summaries and criterion data go (default: the
 #                                  cargo target directory's bench-results/ and criterion/)
 #   LOOKUP_SIZES, EXPIRY_REPS, E2E_ROUNDS, ...  see the doc comment at the top of each bench
@@ -39,16 +39,16 @@ mkdir -p "$BENCH_RESULTS_DIR"
 rm -f "$BENCH_RESULTS_DIR"/*.md
 started=$(date +%s)
 
-echo "+ cargo bench --no-run   (build the bench targets first)"
-cargo bench --no-run
+echo "+ cargo bench -p tower-mcp-session-suite --no-run   (build the bench targets first)"
+cargo bench -p tower-mcp-session-suite --no-run
 
 failed=()
 run() {
     local limit=$1 name=$2
     shift 2
     echo
-    echo "+ timeout ${limit}s cargo bench --bench $name -- $*"
-    if ! timeout --kill-after=10 "$limit" cargo bench --bench "$name" -- "$@"; then
+    echo "+ timeout ${limit}s cargo bench -p tower-mcp-session-suite --bench $name -- $*"
+    if ! timeout --kill-after=10 "$limit" cargo bench -p tower-mcp-session-suite --bench "$name" -- "$@"; then
         echo "!! $name failed or hit its ${limit}s limit" >&2
         failed+=("$name")
     fi

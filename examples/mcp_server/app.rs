@@ -67,9 +67,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
-use tower_mcp_session::store::RedisStore;
 use tower_mcp_session::{
     ClientKey, Cluster, DataError, Eviction, Session as LayerSession, SessionInfo, SessionLayer,
     Sessions,
@@ -140,9 +138,9 @@ pub struct Config {
     pub max_sessions_per_client: Option<usize>,
     /// A session is closed this long after it opened, however busy. Default: no limit.
     pub max_lifetime: Option<Duration>,
-    /// Session records, data and messages in Redis, shared with the other servers of the
-    /// deployment. Default: none (everything in this process).
-    pub redis: Option<(RedisStore, RedisBus)>,
+    /// Session records, data and messages shared with the other servers of the deployment
+    /// (in Redis with `--redis-url`). Default: none (everything in this process).
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for Config {
@@ -160,7 +158,7 @@ impl Default for Config {
             peek_budget: None,
             max_sessions_per_client: None,
             max_lifetime: None,
-            redis: None,
+            cluster: None,
         }
     }
 }
@@ -221,8 +219,8 @@ pub fn build(config: Config) -> App {
     if let Some(lifetime) = config.max_lifetime {
         layer = layer.max_lifetime(lifetime);
     }
-    if let Some((store, bus)) = config.redis {
-        layer = layer.cluster(Cluster::new(store).bus(bus));
+    if let Some(cluster) = config.cluster {
+        layer = layer.cluster(cluster);
     }
     let layer = layer
         .on_close(

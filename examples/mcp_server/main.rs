@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tower_mcp_session::bus::RedisBus;
-use tower_mcp_session::store::RedisStore;
+use tower_mcp_session::Cluster;
 use tracing_subscriber::EnvFilter;
 
 const ABOUT: &str = "Example MCP Streamable HTTP server (MCP 2025-11-25) built on \
@@ -123,6 +122,7 @@ struct Args {
     /// Redis URL (`redis://127.0.0.1:6379`): keep session records and data in Redis and join
     /// the other servers with the same URL and prefix through its pub/sub, so sessions
     /// survive restarts and work on every server. Without it everything stays in memory.
+    /// Needs a build with `--features redis`.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
     /// Prefix of every Redis key and channel of this deployment.
@@ -146,21 +146,7 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     let secs = |s: u64| Duration::from_secs(s.max(1));
-    let redis = match &args.redis_url {
-        None => None,
-        Some(url) => {
-            let store = RedisStore::open(url, args.redis_prefix.clone());
-            let bus = RedisBus::open(url, args.redis_prefix.clone());
-            match (store, bus) {
-                (Ok(store), Ok(bus)) => {
-                    tracing::info!(prefix = %args.redis_prefix, "sessions kept in Redis");
-                    Some((store, bus))
-                }
-                (Err(error), _) => return Err(std::io::Error::other(error)),
-                (_, Err(error)) => return Err(std::io::Error::other(error)),
-            }
-        }
-    };
+    let cluster = cluster(&args)?;
 
     let app::App { router, sessions } = app::build(app::Config {
         idle_timeout: secs(args.idle_timeout_secs),
@@ -175,7 +161,7 @@ async fn main() -> std::io::Result<()> {
         peek_budget: args.peek_budget_bytes,
         max_sessions_per_client: args.max_sessions_per_client,
         max_lifetime: args.max_lifetime_secs.map(secs),
-        redis,
+        cluster,
     });
     let config = server::ServerConfig {
         header_read_timeout: secs(args.header_read_timeout_secs),
@@ -235,4 +221,30 @@ async fn shutdown_signal() {
         () = ctrl_c => tracing::info!("received Ctrl-C"),
         () = terminate => tracing::info!("received SIGTERM"),
     }
+}
+
+/// The cluster the flags name, if any.
+fn cluster(args: &Args) -> std::io::Result<Option<Cluster>> {
+    let Some(url) = &args.redis_url else {
+        return Ok(None);
+    };
+    redis_cluster(url, &args.redis_prefix).map(Some)
+}
+
+/// Records, data and messages in the Redis at `url`, under `prefix`.
+#[cfg(feature = "redis")]
+fn redis_cluster(url: &str, prefix: &str) -> std::io::Result<Cluster> {
+    use tower_mcp_session::bus::RedisBus;
+    use tower_mcp_session::store::RedisStore;
+    let store = RedisStore::open(url, prefix).map_err(std::io::Error::other)?;
+    let bus = RedisBus::open(url, prefix).map_err(std::io::Error::other)?;
+    tracing::info!(prefix, "sessions kept in Redis");
+    Ok(Cluster::new(store).bus(bus))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_cluster(_url: &str, _prefix: &str) -> std::io::Result<Cluster> {
+    Err(std::io::Error::other(
+        "--redis-url needs Redis support: build the example with `--features redis`",
+    ))
 }

@@ -24,7 +24,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 ensure_server_bin() {
   if [ ! -x "$SERVER_BIN" ]; then
-    (cd "$ROOT" && cargo build --release --example mcp_server) || return 1
+    (cd "$ROOT" && cargo build --release --example mcp_server --features redis) || return 1
   fi
 }
 

@@ -14,8 +14,8 @@ ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 start=$SECONDS
 
 cd "$ROOT"
-echo "floods: load $(cut -d' ' -f1-3 /proc/loadavg); building the example (cargo build --release --example mcp_server)"
-if ! cargo build --release --example mcp_server; then
+echo "floods: load $(cut -d' ' -f1-3 /proc/loadavg); building the example (cargo build --release --example mcp_server --features redis)"
+if ! cargo build --release --example mcp_server --features redis; then
   echo "floods: the build failed"
   echo "floods: 0 passed, 3 failed"
   exit 1

@@ -54,8 +54,8 @@ if ! command -v redis-server >/dev/null; then
 fi
 
 cd "$ROOT"
-note "building the example server (cargo build --release --example mcp_server)"
-cargo build --release --example mcp_server
+note "building the example server (cargo build --release --example mcp_server --features redis)"
+cargo build --release --example mcp_server --features redis
 
 REDIS_PORT="$(free_port)"
 REDIS_LOG="$LOG_DIR/redis-down-redis.log"

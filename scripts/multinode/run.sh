@@ -8,7 +8,7 @@
 # What it does (everything on 127.0.0.1):
 #   - installs HAProxy with apt-get when it is missing (and redis-tools for redis-cli); fails
 #     if Redis does not answer PING at REDIS_URL (never skips);
-#   - builds the example once (cargo build --release --example mcp_server);
+#   - builds the example once (cargo build --release --example mcp_server --features redis);
 #   - starts nodes a and b on free ports, both with --redis-url REDIS_URL and
 #     --redis-prefix tms-multinode:<unique>: (node_cmd below is the one place that says how a
 #     node starts), then HAProxy (generated config, foreground, round robin, TCP health
@@ -279,8 +279,8 @@ cd "$ROOT"
 if [ -n "${MULTINODE_SERVER_CMD:-}" ]; then
   note "nodes run MULTINODE_SERVER_CMD: $MULTINODE_SERVER_CMD"
 else
-  note "building the example server (cargo build --release --example mcp_server)"
-  cargo build --release --example mcp_server || die_setup "cargo build --release --example mcp_server failed"
+  note "building the example server (cargo build --release --example mcp_server --features redis)"
+  cargo build --release --example mcp_server --features redis || die_setup "cargo build --release --example mcp_server --features redis failed"
   [ -x "$BIN" ] || die_setup "no binary at $BIN after the build"
 fi
 if [ "${MULTINODE_IN_MEMORY:-0}" = 1 ]; then
