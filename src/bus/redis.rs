@@ -282,6 +282,9 @@ impl BusConnection for RedisConnection {
                     "RedisBus needs a tokio runtime (with its time driver)",
                 ));
             }
+            if self.bus.timeout.is_zero() {
+                return Err(BusError::new(no_answer_within(self.bus.timeout)));
+            }
             self.ensure_started();
             let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
             let channel = session_name(&self.wanted.prefix, id);

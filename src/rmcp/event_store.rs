@@ -209,6 +209,9 @@ impl RedisEventStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err("RedisEventStore needs a tokio runtime (with its time driver)".into());
         }
+        if self.timeout.is_zero() {
+            return Err(format!("the event store had {}", no_answer_within(self.timeout)).into());
+        }
         let (generation, manager) = self.manager.get()?;
         match tokio::time::timeout(self.timeout, op(manager)).await {
             Ok(result) => Ok(result?),

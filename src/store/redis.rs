@@ -242,6 +242,9 @@ impl RedisStore {
                 "RedisStore needs a tokio runtime (with its time driver)",
             ));
         }
+        if self.inner.timeout.is_zero() {
+            return Err(StoreError::timed_out(self.inner.timeout));
+        }
         let (generation, manager) = self.inner.manager.get().map_err(StoreError::new)?;
         match tokio::time::timeout(self.inner.timeout, op(manager)).await {
             Ok(result) => result,
