@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+/// The atomics of the [handshakes](crate::table::handshake); loom's in `suite/tests/loom.rs`.
+pub(crate) mod atomic {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering, fence};
+}
+
 /// `mutex.lock()`, poisoned or not.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())

@@ -15,7 +15,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -160,18 +159,16 @@ impl SessionGuard {
             return Poll::Ready(());
         }
         let entry = &self.entry;
-        let closed = self
-            .closed
-            .get_or_insert_with(|| Box::pin(entry.close_notify().notified_owned()));
-        // `notify_waiters` reaches every future created before it, so checking the flag after
-        // creating the future cannot miss a close, provided the check sees the closer's store
-        // or the closer sees our `Notify`: the SeqCst fence here pairs with the one in
-        // `Entry::mark_closed` (a store-buffering handshake; see there).
-        fence(Ordering::SeqCst);
-        if entry.is_closed() {
-            return Poll::Ready(());
+        let waiting = &mut self.closed;
+        // `notify_waiters` reaches every `Notified` created before it, polled or not: the
+        // handshake makes sure the close either finds this future or is seen here.
+        let closed = entry.register_then_check(|| {
+            waiting.get_or_insert_with(|| Box::pin(entry.close_notify().notified_owned()));
+        });
+        match waiting.as_mut() {
+            Some(notified) if !closed => notified.as_mut().poll(cx),
+            _ => Poll::Ready(()),
         }
-        closed.as_mut().poll(cx)
     }
 }
 

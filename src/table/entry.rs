@@ -2,7 +2,7 @@
 //! bodies that stream for it, and its service and state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use crate::close::CloseReason;
 use crate::info::ClientKey;
 use crate::info::SessionInfo;
-use crate::table::hooks::HookState;
+use crate::table::handshake::{CloseFlag, HookState};
 use crate::table::payload::Payload;
 
 /// What an entry allocates on first need only: the signal a waiting response body is woken
@@ -43,7 +43,7 @@ pub(crate) struct Entry<B, S: ?Sized = dyn Payload> {
     last_seen: AtomicU64,
     /// Requests routed to the session whose response (body included) has not finished.
     in_flight: AtomicU32,
-    closed: AtomicBool,
+    closed: CloseFlag,
     /// The `on_open`/`on_close` handshake (see the hooks module).
     pub(super) hooks: HookState,
     /// When the session's last request started (eviction's ranking).
@@ -70,7 +70,7 @@ impl<B, S> Entry<B, S> {
         Self {
             last_seen: AtomicU64::new(now),
             in_flight: AtomicU32::new(1),
-            closed: AtomicBool::new(false),
+            closed: CloseFlag::default(),
             hooks: HookState::default(),
             last_request: AtomicU64::new(now),
             extras: OnceLock::new(),
@@ -84,22 +84,24 @@ impl<B, S> Entry<B, S> {
 
 impl<B, S: ?Sized> Entry<B, S> {
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.closed.is_set()
     }
 
-    /// Marks the session closed and wakes every response body waiting on it.
+    /// Marks the session closed and wakes every response body waiting on it (the closer's side
+    /// of the [`CloseFlag`] handshake: a body that registered finds itself woken).
     pub(super) fn mark_closed(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        // Store-buffering handshake with `SessionGuard::poll_closed`, which initialises the
-        // extras and then loads `closed`. Without a SeqCst fence on each side, the memory model
-        // lets both loads miss the other side's store (observable on weakly ordered CPUs such
-        // as AArch64): the waiting body would never be woken. With both fences, at least one
-        // side sees the other: either this load finds the `Notify`, or the body's load finds
-        // `closed`. The loom test `close_wakes_a_waiting_body` checks it.
-        fence(Ordering::SeqCst);
-        if let Some(extras) = self.extras.get() {
-            extras.close.notify_waiters();
-        }
+        self.closed.set_then(|| {
+            if let Some(extras) = self.extras.get() {
+                extras.close.notify_waiters();
+            }
+        });
+    }
+
+    /// The waiter's side of the [`CloseFlag`] handshake: runs `register`, which must create a
+    /// `Notified` future of [`close_notify`](Self::close_notify), then answers whether the
+    /// session is closed (if not, the close will wake that future).
+    pub(crate) fn register_then_check(&self, register: impl FnOnce()) -> bool {
+        self.closed.register_then_check(register)
     }
 
     /// The extras, allocated now if this is their first use.

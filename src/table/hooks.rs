@@ -5,7 +5,8 @@
 //! followed by exactly one `on_close` for the same session, in that order, and `on_close`
 //! never runs for a session whose id was not sent to a client.
 //!
-//! The pairing is a compare-and-swap on one byte of the entry ([`HookState`]). A committed
+//! The pairing is a compare-and-swap on one byte of the entry
+//! ([`HookState`](crate::table::handshake::HookState)). A committed
 //! session's opener runs `on_open`, then swaps the state from *committing* to *open*; a closer
 //! swaps it from *committing* to *closed early with this reason*. Whoever loses the swap knows
 //! the other came first: a closer that finds the session open runs `on_close` itself; an
@@ -14,7 +15,6 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::close::CloseReason;
 use crate::id::SessionId;
@@ -30,61 +30,6 @@ pub(crate) struct Hooks {
     pub(crate) on_close: Option<OnClose>,
 }
 
-/// Handshake states.
-const COMMITTING: u8 = 0;
-const OPEN: u8 = 1;
-/// `CLOSED_EARLY + i`: closed before `on_open` finished, for `CloseReason::ALL[i]`.
-const CLOSED_EARLY: u8 = 2;
-
-/// The `on_open`/`on_close` handshake of one entry (see the module docs).
-pub(crate) struct HookState(AtomicU8);
-
-impl Default for HookState {
-    fn default() -> Self {
-        Self(AtomicU8::new(COMMITTING))
-    }
-}
-
-impl HookState {
-    /// The opener's side, after `on_open` ran: `Err(reason)` if the session was closed
-    /// meanwhile and its `on_close` is the opener's to run, with that reason.
-    pub(crate) fn opened(&self) -> Result<(), CloseReason> {
-        self.0
-            .compare_exchange(COMMITTING, OPEN, Ordering::AcqRel, Ordering::Acquire)
-            .map(drop)
-            .map_err(reason_of)
-    }
-
-    /// The closer's side: `true` if it must run `on_close` now, `false` if `on_open` has not
-    /// finished and its opener will (with `reason`).
-    pub(crate) fn closed(&self, reason: CloseReason) -> bool {
-        self.0
-            .compare_exchange(
-                COMMITTING,
-                closed_early(reason),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-    }
-}
-
-fn closed_early(reason: CloseReason) -> u8 {
-    let index = CloseReason::ALL
-        .iter()
-        .position(|r| *r == reason)
-        .unwrap_or_default();
-    CLOSED_EARLY + index as u8
-}
-
-fn reason_of(state: u8) -> CloseReason {
-    let index = usize::from(state.saturating_sub(CLOSED_EARLY));
-    CloseReason::ALL
-        .get(index)
-        .copied()
-        .unwrap_or(CloseReason::Shutdown)
-}
-
 /// Runs `hook`, catching and logging a panic: a faulty hook must not take down the request,
 /// the sweeper or the caller of [`Sessions`](crate::Sessions).
 pub(crate) fn run_guarded(what: &str, id: &SessionId, hook: impl FnOnce()) {
@@ -93,9 +38,12 @@ pub(crate) fn run_guarded(what: &str, id: &SessionId, hook: impl FnOnce()) {
     }
 }
 
+// The handshake's own tests live here: its file is also compiled by the loom test, where
+// plain unit tests cannot run (loom's atomics exist only inside a loom model).
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::close::CloseReason;
+    use crate::table::handshake::{CLOSED_EARLY, HookState, closed_early, reason_of};
 
     #[test]
     fn every_reason_has_its_own_state() {

@@ -10,6 +10,7 @@
 //! - [`admission`]: the limits, and what a full table does.
 //! - [`expiry`]: ending sessions by time, and the background sweeper.
 //! - [`hooks`]: `on_open` and `on_close`, paired.
+//! - [`handshake`]: the two handshakes of an entry (close wake-up, hook pairing), loom-checked.
 //! - [`settings`]: what the table reads, frozen when it is built.
 //!
 //! Design choices, and why:
@@ -39,6 +40,7 @@ pub(crate) mod admission;
 mod backend;
 pub(crate) mod entry;
 mod expiry;
+pub(crate) mod handshake;
 pub(crate) mod hooks;
 pub(crate) mod payload;
 pub(crate) mod settings;
