@@ -39,16 +39,16 @@ mkdir -p "$BENCH_RESULTS_DIR"
 rm -f "$BENCH_RESULTS_DIR"/*.md
 started=$(date +%s)
 
-echo "+ cargo bench -p tower-mcp-session-suite --no-run   (build the bench targets first)"
-cargo bench -p tower-mcp-session-suite --no-run
+echo "+ cargo bench -p tower-mcp-session-benches --no-run   (build the bench targets first)"
+cargo bench -p tower-mcp-session-benches --no-run
 
 failed=()
 run() {
     local limit=$1 name=$2
     shift 2
     echo
-    echo "+ timeout ${limit}s cargo bench -p tower-mcp-session-suite --bench $name -- $*"
-    if ! timeout --kill-after=10 "$limit" cargo bench -p tower-mcp-session-suite --bench "$name" -- "$@"; then
+    echo "+ timeout ${limit}s cargo bench -p tower-mcp-session-benches --bench $name -- $*"
+    if ! timeout --kill-after=10 "$limit" cargo bench -p tower-mcp-session-benches --bench "$name" -- "$@"; then
         echo "!! $name failed or hit its ${limit}s limit" >&2
         failed+=("$name")
     fi

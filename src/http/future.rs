@@ -83,9 +83,14 @@ where
         }
     }
 
-    pub(crate) fn routed(routed: Routed<T, B>) -> Self {
+    /// The hot path: a request for a live session, ready for its service.
+    pub(crate) fn session(service: T, request: Req<B>, guard: SessionGuard) -> Self {
         Self {
-            kind: session_ready(routed),
+            kind: Kind::SessionReady {
+                service,
+                request: Some(request),
+                guard: Some(guard),
+            },
         }
     }
 

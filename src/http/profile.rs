@@ -31,10 +31,9 @@ impl Profile {
     ) -> Result<bool, Rejection> {
         match self {
             Self::Generic => Ok(false),
-            Self::Mcp => Ok(mcp::version::is_sessionless(
-                &parts.headers,
-                parts.headers.contains_key(header),
-            )?),
+            Self::Mcp => Ok(mcp::version::is_sessionless(&parts.headers, || {
+                parts.headers.contains_key(header)
+            })?),
         }
     }
 

@@ -46,7 +46,7 @@ use crate::http::endpoint::Endpoint;
 use crate::http::factory::SessionFactory;
 use crate::http::future::Opened;
 use crate::http::rejection::Rejection;
-use crate::http::route::{admit, new_entry, route};
+use crate::http::route::{Routed, admit, new_entry, route};
 use crate::id::SessionId;
 use crate::info::{Principal, SessionInfo};
 use crate::store::SessionRecord;
@@ -111,7 +111,11 @@ impl<S, F> Restoring<S, F> {
         };
         drop(outcome);
         drop(flight);
-        let routed = session.and_then(|guard| route(config, guard, parts, body));
+        let mut parts = parts;
+        let routed = session.and_then(|guard| {
+            let service = route(config, guard.entry(), &mut parts)?;
+            Ok(Routed::new(service, parts, body, guard))
+        });
         Ok(match routed {
             Ok(routed) => Opened::Routed(routed),
             Err(rejection) => Opened::Answered(config.reject(rejection)),

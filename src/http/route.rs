@@ -24,27 +24,37 @@ pub(crate) struct Routed<T, B> {
     pub(crate) guard: SessionGuard,
 }
 
-/// Prepares a request for the session `guard` holds: its per-session service (cloned out of
-/// the entry), the [`Session`] extension, the request put back together.
-pub(crate) fn route<T: Clone + 'static, B>(
-    config: &Config,
-    guard: SessionGuard,
-    mut parts: Parts,
-    body: B,
-) -> Result<Routed<T, B>, Rejection> {
-    let service = service_of::<T>(guard.entry())?;
-    if config.session_extension {
-        parts.extensions.insert(Session::new(guard.entry()));
+impl<T, B> Routed<T, B> {
+    /// The request, put back together, for the service.
+    pub(crate) fn new(service: T, parts: Parts, body: B, guard: SessionGuard) -> Self {
+        Self {
+            service,
+            request: Request::from_parts(parts, RequestBody::new(body)),
+            guard,
+        }
     }
-    Ok(Routed {
-        service,
-        request: Request::from_parts(parts, RequestBody::new(body)),
-        guard,
-    })
+}
+
+/// Prepares a request for the session of `entry`: returns its per-session service (cloned out
+/// of the entry) and puts the [`Session`] extension into `parts`. The hot path and a restored
+/// request both go through it; the caller then builds the request (in place on the hot path,
+/// where every move of the request is a copy of a few hundred bytes).
+#[inline]
+pub(crate) fn route<T: Clone + 'static>(
+    config: &Config,
+    entry: &Arc<Entry>,
+    parts: &mut Parts,
+) -> Result<T, Rejection> {
+    let service = service_of::<T>(entry)?;
+    if config.session_extension {
+        parts.extensions.insert(Session::new(entry));
+    }
+    Ok(service)
 }
 
 /// The per-session service of a live entry, or the rejection for a closed one (or one stored
 /// by a layer clone with another service type).
+#[inline]
 fn service_of<T: Clone + 'static>(entry: &Entry) -> Result<T, Rejection> {
     match entry.payload.service().downcast_ref::<T>() {
         Some(service) if !entry.is_closed() => Ok(service.clone()),

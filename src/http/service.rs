@@ -169,8 +169,12 @@ where
         };
         // From here on the request counts as in flight; dropping the guard undoes that.
         let guard = SessionGuard::new(entry, endpoint.table.epoch());
-        match route(config, guard, parts, body) {
-            Ok(routed) => ResponseFuture::routed(routed),
+        let mut parts = parts;
+        match route(config, guard.entry(), &mut parts) {
+            Ok(service) => {
+                let request = Request::from_parts(parts, RequestBody::new(body));
+                ResponseFuture::session(service, request, guard)
+            }
             Err(rejection) => ResponseFuture::ready(config.reject(rejection)),
         }
     }

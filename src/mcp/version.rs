@@ -7,15 +7,19 @@ use crate::mcp::{MCP_PROTOCOL_VERSION, McpError, SESSIONLESS_SINCE};
 
 /// Whether a request skips sessions by its protocol version: `Ok(true)` for a version at or
 /// after [`SESSIONLESS_SINCE`], and for one `MCP-Protocol-Version` that is not a date on a
-/// request that names no session (`names_session` false): the server behind the layer knows
-/// which versions it speaks and answers with its own error (MCP 2026-07-28: -32022 with the
-/// request's id and the supported versions), which the layer cannot.
+/// request that names no session (`names_session()` false, asked only then): the server
+/// behind the layer knows which versions it speaks and answers with its own error (MCP
+/// 2026-07-28: -32022 with the request's id and the supported versions), which the layer
+/// cannot.
 ///
 /// # Errors
 ///
 /// [`McpError::InvalidProtocolVersion`] if the header is repeated, or is not `YYYY-MM-DD` on a
 /// request that names a session.
-pub(crate) fn is_sessionless(headers: &HeaderMap, names_session: bool) -> Result<bool, McpError> {
+pub(crate) fn is_sessionless(
+    headers: &HeaderMap,
+    names_session: impl FnOnce() -> bool,
+) -> Result<bool, McpError> {
     let mut values = headers.get_all(MCP_PROTOCOL_VERSION).iter();
     let Some(value) = values.next() else {
         return Ok(false);
@@ -30,7 +34,7 @@ pub(crate) fn is_sessionless(headers: &HeaderMap, names_session: bool) -> Result
             _ => b.is_ascii_digit(),
         });
     if !well_formed {
-        return if names_session {
+        return if names_session() {
             Err(McpError::InvalidProtocolVersion)
         } else {
             Ok(true)
@@ -56,31 +60,27 @@ mod tests {
     #[test]
     fn routes_by_protocol_version() {
         for names_session in [false, true] {
-            assert_eq!(is_sessionless(&HeaderMap::new(), names_session), Ok(false));
+            let names = || names_session;
+            assert_eq!(is_sessionless(&HeaderMap::new(), names), Ok(false));
+            assert_eq!(is_sessionless(&headers(&["2025-11-25"]), names), Ok(false));
+            assert_eq!(is_sessionless(&headers(&["2026-07-28"]), names), Ok(true));
+            assert_eq!(is_sessionless(&headers(&["2027-01-01"]), names), Ok(true));
             assert_eq!(
-                is_sessionless(&headers(&["2025-11-25"]), names_session),
-                Ok(false)
-            );
-            assert_eq!(
-                is_sessionless(&headers(&["2026-07-28"]), names_session),
-                Ok(true)
-            );
-            assert_eq!(
-                is_sessionless(&headers(&["2027-01-01"]), names_session),
-                Ok(true)
-            );
-            assert_eq!(
-                is_sessionless(&headers(&["2025-11-25", "2025-11-25"]), names_session),
+                is_sessionless(&headers(&["2025-11-25", "2025-11-25"]), names),
                 Err(McpError::InvalidProtocolVersion)
             );
         }
         for bad in ["", "2025-11", "2025/11/25", "latest", "2025-11-250"] {
             assert_eq!(
-                is_sessionless(&headers(&[bad]), true),
+                is_sessionless(&headers(&[bad]), || true),
                 Err(McpError::InvalidProtocolVersion),
                 "{bad:?}"
             );
-            assert_eq!(is_sessionless(&headers(&[bad]), false), Ok(true), "{bad:?}");
+            assert_eq!(
+                is_sessionless(&headers(&[bad]), || false),
+                Ok(true),
+                "{bad:?}"
+            );
         }
     }
 }

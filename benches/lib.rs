@@ -1,0 +1,1 @@
+//! No library: the package holds only benches (see Cargo.toml).
