@@ -90,10 +90,11 @@
 //! | the principal's or client's session limit is reached | 429 with `Retry-After` |
 //! | the factory failed | 500, JSON-RPC -32603, nothing stored |
 //! | the session limit is reached / the peek budget is spent / after shutdown | 503 with `Retry-After` / 503 with `Retry-After` / 503 |
+//! | the request is a sessionless one the [`sessionless`](SessionLayerBuilder::sessionless) predicate picks | passed to the inner service, no session |
 //! | MCP: `MCP-Protocol-Version` ≥ 2026-07-28 | passed to the inner service, no session |
 //! | MCP: malformed `MCP-Protocol-Version` with a session id, or repeated | 400 |
 //! | MCP: one `MCP-Protocol-Version` that is not a date, no session id | passed to the inner service (it knows its versions), no session |
-//! | with a [store](crate::Cluster): an id not live on this node | restored from its record and routed; 404 if there is none; 503 with `Retry-After` if the store does not answer |
+//! | with a [cluster](crate::Cluster): an id not live on this node | restored from its record and routed; 404 if there is none; 503 with `Retry-After` if the store does not answer, the replay may pass, or 256 restores are in flight |
 //!
 //! See [`Rejection`] for the bodies and [`SessionLayerBuilder::rejection`] to replace them.
 //!
@@ -107,15 +108,25 @@
 //! still delivered whole) and drops the per-session service when the last in-flight request
 //! finishes.
 //!
+//! # Where things are
+//!
+//! The source is laid out in floors, each importing only the ones below it: leaves (ids,
+//! [`SessionInfo`], [`CloseReason`], errors; the [`store`] and [`bus`] traits and their
+//! implementations) → the live-session table and the [`mcp`] rules → the cluster link
+//! ([`Cluster`], [`SessionData`]) → the handles ([`Session`], [`Sessions`]) → the tower layer
+//! ([`SessionLayer`], [`SessionService`], [`body`], [`future`], [`Rejection`]) → [`client`]
+//! and [`rmcp`](mod@rmcp).
+//!
 //! # Cargo features
 //!
-//! | feature | default | what it adds |
-//! |---|---|---|
-//! | `mcp` | yes | the MCP profile: [`SessionLayer::mcp`], [`OpenPolicy::mcp_initialize`] |
-//! | `axum` | no | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core) |
-//! | `client` | no | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
-//! | `rmcp` | no | [`rmcp`](mod@rmcp): one stateful rmcp (official Rust SDK) session per layer session, under the layer's id |
-//! | `redis` | no | [`store::RedisStore`] and [`bus::RedisBus`]: sessions that survive restarts and span nodes (redis-rs); with `rmcp` too, `rmcp::RedisEventStore` (resumption with `Last-Event-ID` through any node) |
+//! None is on by default; the MCP profile ([`SessionLayer::mcp`]) needs no feature.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `axum` | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core); [`Rejection`] as an axum response |
+//! | `client` | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
+//! | `rmcp` | [`rmcp`](mod@rmcp): one stateful rmcp (official Rust SDK) session per layer session, under the layer's id |
+//! | `redis` | [`store::RedisStore`] and [`bus::RedisBus`]: sessions that survive restarts and span nodes (redis-rs); with `rmcp` too, `rmcp::RedisEventStore` (resumption with `Last-Event-ID` through any node) |
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -181,7 +192,8 @@ pub use id::{InvalidSessionId, MakeSessionId, Redacted, SessionId, UuidV4};
 pub use info::{ClientKey, Principal, SessionInfo};
 pub use table::Eviction;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (with `cargo test --workspace`, which
+/// builds the crate with the features they use).
+#[cfg(all(doctest, feature = "redis", feature = "axum"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
