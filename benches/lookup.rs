@@ -60,6 +60,7 @@ use criterion::{Criterion, Throughput};
 use dashmap::DashMap;
 use http::StatusCode;
 use tower::{Service, ServiceExt};
+use tower_mcp_session::guard::{OriginGuard, OriginGuardLayer};
 
 type Floor = DashMap<Arc<str>, Arc<Handle>, foldhash::fast::RandomState>;
 type StdMap = std::sync::RwLock<HashMap<Arc<str>, Arc<Handle>>>;
@@ -67,6 +68,8 @@ type TokioMap = tokio::sync::RwLock<HashMap<Arc<str>, Arc<Handle>>>;
 
 struct Fixture {
     svc: Svc,
+    /// `svc` behind the crate's Origin guard (loopback).
+    guarded: OriginGuard<Svc>,
     /// A layer with `.session_extension(false)` and a table holding the same ids.
     svc_no_ext: Svc,
     /// The ids in access order (a fixed random permutation), each its own allocation laid out
@@ -112,6 +115,7 @@ impl Fixture {
         Rng::new(0x5e55_1015).shuffle(&mut order);
         let order = order.into_iter().map(Box::from).collect();
         let fixture = Self {
+            guarded: tower::Layer::layer(&OriginGuardLayer::loopback(), svc.clone()),
             svc,
             svc_no_ext,
             order,
@@ -125,12 +129,13 @@ impl Fixture {
 
     /// Runs `op` `iters` times split over `threads` threads, each with its own clone of
     /// `base`; returns the wall time.
-    fn drive<F>(&self, base: &Svc, threads: usize, iters: u64, op: &F) -> Duration
+    fn drive<T, F>(&self, base: &T, threads: usize, iters: u64, op: &F) -> Duration
     where
-        F: Fn(&mut Svc, &str) -> usize + Sync,
+        T: Clone + Send,
+        F: Fn(&mut T, &str) -> usize + Sync,
     {
         let n = self.order.len();
-        let walk = |t: usize, count: u64, svc: &mut Svc| {
+        let walk = |t: usize, count: u64, svc: &mut T| {
             let mut i = self.cursors[t].load(Ordering::Relaxed);
             for _ in 0..count {
                 // `op` returns 0; only `floor_serial` makes the next index depend on its result.
@@ -168,9 +173,11 @@ impl Fixture {
 }
 
 /// The variants, in the order they run and are reported.
-const VARIANTS: [&str; 10] = [
+const VARIANTS: [&str; 12] = [
     "request",
     "full",
+    "full_host",
+    "full_guarded",
     "full_no_ext",
     "minimal_router",
     "tokio_router",
@@ -180,6 +187,28 @@ const VARIANTS: [&str; 10] = [
     "tokio_rwlock",
     "tokio_rwlock_rmcp",
 ];
+
+/// One request of a live session, with a `Host` header (what the guard reads), through the
+/// service or the guarded service (`full_host`, `full_guarded`), response dropped.
+fn hosted_request<S, B>(svc: &mut S, id: &str) -> usize
+where
+    S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut req = session_request(id);
+    req.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("127.0.0.1:3000"),
+    );
+    let response = block_on(svc.call(req)).expect("infallible");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "not routed to the session"
+    );
+    black_box(response);
+    0
+}
 
 /// One request of a live session through the service, response dropped (`full`, `full_no_ext`).
 fn full_request(svc: &mut Svc, id: &str) -> usize {
@@ -203,6 +232,13 @@ fn run_variant(fx: &Fixture, name: &str, threads: usize, iters: u64) -> Duration
         }),
         "full" => fx.drive(&fx.svc, threads, iters, &full_request),
         "full_no_ext" => fx.drive(&fx.svc_no_ext, threads, iters, &full_request),
+        "full_host" => fx.drive(&fx.svc, threads, iters, &hosted_request::<Svc, _>),
+        "full_guarded" => fx.drive(
+            &fx.guarded,
+            threads,
+            iters,
+            &hosted_request::<OriginGuard<Svc>, _>,
+        ),
         "minimal_router" => fx.drive(&fx.svc, threads, iters, &|_svc: &mut Svc,
                                                                 id: &str|
          -> usize {
@@ -452,6 +488,12 @@ fn summarize(
             priority_label(),
         ));
         let mut readings = String::new();
+        let mut guard = String::from(
+            "\nThe Origin guard (`guard::OriginGuardLayer::loopback()`) in front of the full path, \
+             the same requests with a `Host: 127.0.0.1:3000` header; paired medians.\n\n\
+             | sessions | threads | full path with Host (ns) | guarded (ns) | the guard's cost |\n\
+             |---|---|---|---|---|\n",
+        );
         for (n, threads, rows) in pairs {
             let r =
                 |f: &dyn Fn(&[f64; VARIANTS.len()]) -> f64| median(rows.iter().map(f).collect());
@@ -491,6 +533,14 @@ fn summarize(
                 r(&|x| x[serial]),
                 r(&|x| x[tokio]),
             ));
+            let guard_cost = r(&|x| x[idx("full_guarded")] / x[idx("full_host")]);
+            guard.push_str(&format!(
+                "| {} | {threads} | {:.0} | {:.0} | {:+.1}% |\n",
+                label(*n),
+                r(&|x| x[idx("full_host")]),
+                r(&|x| x[idx("full_guarded")]),
+                100.0 * (guard_cost - 1.0),
+            ));
             readings.push_str(&format!(
                 "- {} sessions, {threads} thread{}: the layer's own cost (full − build) is {net_floor:.1}× the floor, \
                  {net_serial:.1}× the serialized floor (target ≤ 1.5×: {}); the full path takes {full_router:.2}× the time of a minimal DashMap router; \
@@ -520,6 +570,7 @@ fn summarize(
         }
         out.push('\n');
         out.push_str(&readings);
+        out.push_str(&guard);
     }
     out.push('\n');
     for (n, took) in populate {

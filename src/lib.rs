@@ -158,6 +158,8 @@ mod handle;
 
 mod http;
 
+pub mod guard;
+
 /// The client side: keep the MCP session of an HTTP client, start a new one on 404.
 #[cfg(feature = "client")]
 pub mod client;

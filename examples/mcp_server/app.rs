@@ -5,7 +5,7 @@
 //! # Shape
 //!
 //! ```text
-//! Router ── trace ── host/origin check (400/403) ── body limit (413) ── CORS (if origins are allowed)
+//! Router ── trace ── Origin guard (400/403) ── body limit (413) ── CORS (if origins are allowed)
 //!   ── /mcp ─┬─ GET ──────────────────── SessionLayer::mcp(factory).build() ──┬─ per-session MethodRouter (POST, GET)
 //!            └─ others ── timeout (408) ─┘ (one layer, one table)      └─ sessionless MethodRouter (400)
 //! ```
@@ -32,10 +32,10 @@
 //!   listing the supported versions; a client that probes with `server/discover` first (as
 //!   rmcp's `Auto` lifecycle does) reads that as "legacy server" and falls back to
 //!   `initialize`.
-//! - **DNS rebinding.** Every request whose `Host`, absolute-form target
-//!   (`POST http://host/mcp`) or `Origin` (if present) does not name `localhost`, `127.0.0.1`
-//!   or `[::1]` (any port), or one of [`Config::allowed_hosts`], is refused with 403 before
-//!   it reaches the session layer, so it can neither open nor use a session (MCP 2025-11-25,
+//! - **DNS rebinding.** The crate's [`OriginGuardLayer`] refuses, with 403 before the session
+//!   layer, every request whose `Host`, absolute-form target (`POST http://host/mcp`) or
+//!   `Origin` (if present) does not name `localhost`, `127.0.0.1` or `[::1]` (any port) or one
+//!   of [`Config::allowed_hosts`], so it can neither open nor use a session (MCP 2025-11-25,
 //!   Streamable HTTP, Security Warning); an `Origin` listed exactly in
 //!   [`Config::allowed_origins`] is accepted too. A request with two `Host` headers gets 400.
 //! - **Browsers.** With [`Config::allowed_origins`], tower-http's `CorsLayer` answers
@@ -56,7 +56,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, post};
@@ -67,6 +66,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tower_mcp_session::guard::OriginGuardLayer;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
 use tower_mcp_session::{
     ClientKey, Cluster, DataError, Eviction, Session as LayerSession, SessionInfo, SessionLayer,
@@ -83,8 +83,6 @@ pub const DEFAULT_HEADER_VERSION: &str = "2025-03-26";
 /// The text of the `test_simple_text` tool, as the conformance suite's
 /// `tools-call-simple-text` scenario documents it.
 pub const SIMPLE_TEXT: &str = "This is a simple text response for testing.";
-/// Host names always allowed in `Host` and `Origin`.
-pub const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// Log levels of MCP logging, least severe first (RFC 5424 order).
 const LEVELS: [&str; 8] = [
@@ -184,7 +182,7 @@ pub const CORS_ALLOW_HEADERS: [&str; 5] = [
 /// Builds the server.
 ///
 /// ```text
-/// TraceLayer ── check_host (400/403) ── RequestBodyLimit (413) ── CorsLayer (preflights)
+/// TraceLayer ── OriginGuard (400/403) ── RequestBodyLimit (413) ── CorsLayer (preflights)
 ///   ── /mcp ─┬─ GET ────────────────────────────── SessionLayer ── per-session router
 ///            └─ other methods ── Timeout (408) ── SessionLayer (same table)
 /// ```
@@ -258,12 +256,20 @@ pub fn build(config: Config) -> App {
     if !config.allowed_origins.is_empty() {
         router = router.layer(cors(&config.allowed_origins));
     }
-    let policy = HostPolicy::new(&config.allowed_hosts, &config.allowed_origins);
+    // DNS-rebinding protection, before anything else sees the request (the crate's guard).
+    let guard = OriginGuardLayer::loopback()
+        .allow_hosts(&config.allowed_hosts)
+        .allow_origins(&config.allowed_origins);
     let router = router
         .layer(RequestBodyLimitLayer::new(config.body_limit))
-        .layer(middleware::from_fn_with_state(Arc::new(policy), check_host))
+        .layer(guard)
         .layer(TraceLayer::new_for_http());
     App { router, sessions }
+}
+
+/// `Origin` as browsers send it: lower case, no trailing slash.
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
 /// Answers CORS preflights from `origins` (before the session layer, which would answer
@@ -652,110 +658,6 @@ async fn sessionless(headers: HeaderMap, body: Bytes) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------
-// DNS-rebinding protection
-// ---------------------------------------------------------------------------------------
-
-/// Which hosts and origins [`check_host`] lets through.
-#[derive(Debug)]
-struct HostPolicy {
-    /// Lower-case host names without port: [`LOCAL_HOSTS`] and [`Config::allowed_hosts`].
-    hosts: Vec<String>,
-    /// Exact origins from [`Config::allowed_origins`], normalized by [`normalize_origin`].
-    origins: Vec<String>,
-}
-
-impl HostPolicy {
-    fn new(hosts: &[String], origins: &[String]) -> Self {
-        let mut all: Vec<String> = LOCAL_HOSTS.iter().map(|h| (*h).to_owned()).collect();
-        all.extend(hosts.iter().map(|h| h.to_ascii_lowercase()));
-        Self {
-            hosts: all,
-            origins: origins.iter().map(|o| normalize_origin(o)).collect(),
-        }
-    }
-
-    fn host_ok(&self, authority: &str) -> bool {
-        is_allowed(&self.hosts, host_name(authority))
-    }
-
-    /// An allowed origin is one whose host is allowed (any scheme and port, like `Host`) or
-    /// one listed exactly in [`Config::allowed_origins`].
-    fn origin_ok(&self, origin: &str) -> bool {
-        let listed = normalize_origin(origin);
-        if self.origins.contains(&listed) {
-            return true;
-        }
-        origin
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
-            .is_some_and(|authority| self.host_ok(authority))
-    }
-}
-
-/// `Origin` as browsers send it: lower case, no trailing slash.
-fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
-/// DNS-rebinding protection, before anything else sees the request:
-/// - more than one `Host` header: 400 (which one would a proxy have routed on?);
-/// - the request names its host in `Host`, in an absolute-form target
-///   (`POST http://host/mcp`, and every HTTP/2 request's `:authority`), or both: each of them
-///   must be allowed, else 403; naming none is refused too (403);
-/// - an `Origin` header, if present, must be allowed (see [`HostPolicy::origin_ok`]), else 403.
-async fn check_host(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        tracing::warn!("refused a request with more than one Host header");
-        return http_error(
-            StatusCode::BAD_REQUEST,
-            -32000,
-            "Bad Request: more than one Host header",
-        );
-    }
-    let target = req.uri().authority();
-    let host_ok = host.is_none_or(|h| h.to_str().is_ok_and(|h| policy.host_ok(h)));
-    let target_ok = target.is_none_or(|a| policy.host_ok(a.as_str()));
-    let named = host.is_some() || target.is_some();
-    let origin_ok = headers
-        .get(header::ORIGIN)
-        .is_none_or(|origin| origin.to_str().is_ok_and(|o| policy.origin_ok(o)));
-    if named && host_ok && target_ok && origin_ok {
-        return next.run(req).await;
-    }
-    tracing::warn!(
-        host = ?host,
-        target = ?target,
-        origin = ?headers.get(header::ORIGIN),
-        "refused a request for a foreign host (DNS rebinding protection)"
-    );
-    http_error(
-        StatusCode::FORBIDDEN,
-        -32000,
-        "Forbidden: Host or Origin not allowed",
-    )
-}
-
-/// The host of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`), without the port.
-fn host_name(authority: &str) -> &str {
-    let authority = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
-    }
-    authority.split(':').next().unwrap_or(authority)
-}
-
-fn is_allowed(allowed: &[String], host: &str) -> bool {
-    !host.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(host))
-}
-
-// ---------------------------------------------------------------------------------------
 // HTTP helpers
 // ---------------------------------------------------------------------------------------
 
@@ -878,17 +780,5 @@ mod tests {
         assert_eq!(response_format(&accept("*/*")), Some(Format::Json));
         assert_eq!(response_format(&accept("text/html")), None);
         assert_eq!(response_format(&accept("application/json;q=0")), None);
-    }
-
-    #[test]
-    fn reads_host_names() {
-        assert_eq!(host_name("localhost:3000"), "localhost");
-        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
-        assert_eq!(host_name("[::1]:8080"), "[::1]");
-        assert_eq!(host_name("user@evil.example.com:80"), "evil.example.com");
-        let allowed: Vec<String> = LOCAL_HOSTS.iter().map(|h| (*h).to_owned()).collect();
-        assert!(is_allowed(&allowed, "LOCALHOST"));
-        assert!(!is_allowed(&allowed, "localhost.evil.example.com"));
-        assert!(!is_allowed(&allowed, ""));
     }
 }

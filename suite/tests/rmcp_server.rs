@@ -449,3 +449,51 @@ async fn a_session_rmcp_ends_is_closed_in_the_layer() {
     })
     .await;
 }
+
+/// MCP 2025-11-25, Streamable HTTP, Security Warning: the example refuses a foreign `Origin`
+/// (and a foreign `Host`) with 403 before any session opens; rmcp alone checks no `Origin`.
+/// In both modes: the layer's and rmcp's own server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_origin_or_host_gets_403_and_opens_nothing() {
+    bounded(async {
+        let layer = Server::start().await;
+        let native = Server::serve(
+            app::build_native(&app::Config::default()),
+            app::build(app::Config::default()).sessions,
+            Default::default(),
+        )
+        .await;
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+        for server in [&layer, &native] {
+            for (origin, host, status) in [
+                (Some("http://evil.example.com"), None, 403),
+                (Some("null"), None, 403),
+                (None, Some("evil.example.com"), 403),
+                (Some("http://localhost:5173"), None, 200),
+                (None, None, 200),
+            ] {
+                let mut request = reqwest::Client::new()
+                    .post(&server.url)
+                    .header("accept", "application/json, text/event-stream")
+                    .header("content-type", "application/json")
+                    .body(init);
+                if let Some(origin) = origin {
+                    request = request.header("origin", origin);
+                }
+                if let Some(host) = host {
+                    request = request.header("host", host);
+                }
+                let response = request.send().await.expect("an answer");
+                assert_eq!(response.status().as_u16(), status, "{origin:?} {host:?}");
+                assert_eq!(
+                    response.headers().contains_key("mcp-session-id"),
+                    status == 200,
+                    "{origin:?} {host:?}"
+                );
+                let _ = response.bytes().await;
+            }
+        }
+        assert_eq!(layer.sessions.len(), 2, "only the allowed opens made a session");
+    })
+    .await;
+}

@@ -33,6 +33,7 @@ use tower_mcp_session::rmcp::RedisEventStore;
 use tower_mcp_session::store::RedisStore;
 
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
     CompleteRequestParams, CompleteResult, CreateMessageRequestParams, CreateMessageResult,
@@ -51,6 +52,8 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_mcp_session::guard::OriginGuardLayer;
 use tower_mcp_session::{Cluster, SessionLayer, Sessions};
 
 /// A 1x1 red PNG.
@@ -69,6 +72,13 @@ pub struct Config {
     /// and messages (store, bus) and rmcp's SSE events (so a stream resumes through any
     /// server). Default: none, everything in this process.
     pub redis: Option<Redis>,
+    /// Host names allowed in `Host` and `Origin` besides loopback (`localhost`, `127.0.0.1`,
+    /// `[::1]`, any port), checked by the crate's Origin guard before anything else and again
+    /// by rmcp itself. Default: none.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the server cross-origin: their `Origin` passes the
+    /// guard and CORS answers their preflights. Default: none (no CORS).
+    pub allowed_origins: Vec<String>,
 }
 
 /// What [`Config::redis`] holds.
@@ -88,6 +98,8 @@ impl Default for Config {
             max_sessions: 10_000,
             idle_timeout: Duration::from_secs(30 * 60),
             redis: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -112,7 +124,7 @@ pub fn build(config: Config) -> App {
     let states = Arc::new(RequestStates::default());
     let live = Arc::clone(&handlers);
     let shared = Arc::clone(&states);
-    let rmcp_config = StreamableHttpServerConfig::default();
+    let rmcp_config = rmcp_config(&config);
     let mut factory = tower_mcp_session::rmcp::stateful(
         move || Ok(Conformance::new(&live, &shared)),
         rmcp_config.clone(),
@@ -138,6 +150,7 @@ pub fn build(config: Config) -> App {
         "/mcp",
         ServiceBuilder::new().layer(layer).service(sessionless),
     );
+    let router = guarded(router, &config.allowed_hosts, &config.allowed_origins);
     App {
         router,
         sessions,
@@ -148,7 +161,7 @@ pub fn build(config: Config) -> App {
 /// rmcp's own stateful server, without the layer: `StreamableHttpService` with rmcp's
 /// `LocalSessionManager` and the default (stateful) config, serving the same handler. For
 /// side-by-side measurements (`scripts/compare_rmcp.sh`).
-pub fn build_native() -> Router {
+pub fn build_native(config: &Config) -> Router {
     use rmcp::transport::streamable_http_server::StreamableHttpService;
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     let live = Arc::new(AtomicUsize::new(0));
@@ -156,9 +169,55 @@ pub fn build_native() -> Router {
     let service = StreamableHttpService::new(
         move || Ok(Conformance::new(&live, &states)),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
+        rmcp_config(config),
     );
-    Router::new().route_service("/mcp", service)
+    let router = Router::new().route_service("/mcp", service);
+    guarded(router, &config.allowed_hosts, &config.allowed_origins)
+}
+
+/// rmcp's HTTP configuration: its own `Host` check (a second line behind the guard) allows
+/// loopback and the configured hosts.
+fn rmcp_config(config: &Config) -> StreamableHttpServerConfig {
+    let hosts = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .chain(config.allowed_hosts.iter().cloned());
+    StreamableHttpServerConfig::default().with_allowed_hosts(hosts)
+}
+
+/// `router` behind CORS for `origins` (if any) and, outermost, the crate's Origin guard: a
+/// request for a foreign host or from a foreign origin gets 403 before CORS or a session sees
+/// it (rmcp checks `Host` only, and no `Origin` by default).
+fn guarded(router: Router, hosts: &[String], origins: &[String]) -> Router {
+    let router = if origins.is_empty() {
+        router
+    } else {
+        let allowed: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok())
+            .collect();
+        router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(allowed))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers(
+                    [
+                        "mcp-session-id",
+                        "mcp-protocol-version",
+                        "last-event-id",
+                        "content-type",
+                        "authorization",
+                    ]
+                    .map(HeaderName::from_static),
+                )
+                .expose_headers([HeaderName::from_static("mcp-session-id")]),
+        )
+    };
+    router.layer(
+        OriginGuardLayer::loopback()
+            .allow_hosts(hosts)
+            .allow_origins(origins),
+    )
 }
 
 /// Counts live handlers: one more while it exists.

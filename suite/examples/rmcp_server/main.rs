@@ -18,12 +18,18 @@
 //!
 //! It serves the tools, resources and prompts that the MCP conformance suite's server
 //! scenarios call (`scripts/interop/conformance_rmcp.sh` runs them), plus `increment` (a
-//! per-session counter), `whoami`, `list_roots` and `notify_later`. rmcp validates `Host`
-//! and `Origin` (loopback only by default), so bind to a loopback address. Ctrl-C closes
-//! every session (ending rmcp's tasks for each) and stops.
+//! per-session counter), `whoami`, `list_roots` and `notify_later`.
+//!
+//! DNS-rebinding protection (MCP 2025-11-25, Streamable HTTP, Security Warning): the crate's
+//! `OriginGuardLayer` runs first, in both modes, and refuses with 403 every request whose
+//! `Host`, absolute-form target or `Origin` names neither loopback nor `--allow-host`
+//! (`Origin` may also be an exact `--allow-origin`); rmcp then checks `Host` again (its
+//! `allowed_hosts`: loopback and `--allow-host`). rmcp alone checks no `Origin` by default.
+//! Ctrl-C closes every session (ending rmcp's tasks for each) and stops.
 
 mod app;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -61,6 +67,18 @@ struct Args {
     /// Prefix of every Redis key and channel of this deployment.
     #[arg(long, env = "MCP_REDIS_PREFIX", default_value = "mcp-rmcp:")]
     redis_prefix: String,
+    /// Host names the server is reached by besides loopback (repeat the flag or separate
+    /// with commas); any other `Host` or `Origin` gets 403.
+    #[arg(long = "allow-host", env = "MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Browser origins (`https://app.example.com`) whose pages may call the server: CORS
+    /// answers them. Without it there is no CORS.
+    #[arg(
+        long = "allow-origin",
+        env = "MCP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,6 +94,7 @@ enum Mode {
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let args = Args::parse();
     let redis = match &args.redis_url {
@@ -95,10 +114,17 @@ async fn main() -> std::io::Result<()> {
         max_sessions: args.max_sessions,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         redis,
+        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_origins: args.allowed_origins.clone(),
     });
+    let native = app::Config {
+        allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
+        ..app::Config::default()
+    };
     let router = match args.mode {
         Mode::Layer => router,
-        Mode::RmcpNative => app::build_native(),
+        Mode::RmcpNative => app::build_native(&native),
     };
     // rmcp writes SSE answers in several small pieces: without TCP_NODELAY each waits for
     // the peer's delayed ACK (about 40 ms).
