@@ -34,11 +34,13 @@
 //!
 //! ```
 //! # use std::convert::Infallible;
-//! use tower::ServiceBuilder;
-//! use tower_mcp_session::guard::OriginGuardLayer;
 //! # use tower_mcp_session::{SessionInfo, SessionLayer};
-//! # let factory = |_: SessionInfo, inner: tower::util::BoxCloneSyncService<http::Request<tower_mcp_session::body::RequestBody<http_body_util::Full<bytes::Bytes>>>, http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>| async move { Ok::<_, Infallible>(inner) };
-//! # let inner = tower::util::BoxCloneSyncService::new(tower::service_fn(|_| async { Ok::<_, Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default())) }));
+//! # type Req = http::Request<tower_mcp_session::body::RequestBody<http_body_util::Full<bytes::Bytes>>>;
+//! # type Inner = tower::util::BoxCloneSyncService<Req, http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>;
+//! # let inner = Inner::new(tower::service_fn(|_: Req| async {
+//! #     Ok::<_, Infallible>(http::Response::new(http_body_util::Full::default()))
+//! # }));
+//! # let factory = |_: SessionInfo, inner: Inner| async move { Ok::<_, Infallible>(inner) };
 //! let sessions = SessionLayer::mcp(factory).build();
 //! let mcp = ServiceBuilder::new()
 //!     .layer(OriginGuardLayer::loopback().allow_host("mcp.example.com"))
