@@ -41,6 +41,9 @@
 //! #     Ok::<_, Infallible>(http::Response::new(http_body_util::Full::default()))
 //! # }));
 //! # let factory = |_: SessionInfo, inner: Inner| async move { Ok::<_, Infallible>(inner) };
+//! use tower::ServiceBuilder;
+//! use tower_mcp_session::guard::OriginGuardLayer;
+//!
 //! let sessions = SessionLayer::mcp(factory).build();
 //! let mcp = ServiceBuilder::new()
 //!     .layer(OriginGuardLayer::loopback().allow_host("mcp.example.com"))
