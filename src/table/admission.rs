@@ -28,6 +28,8 @@ const FULL_SCAN_INTERVAL_MS: u64 = 1_000;
 /// Shards looked at for one eviction, and entries looked at in each.
 const EVICT_SAMPLE_SHARDS: usize = 4;
 const EVICT_SAMPLE_PER_SHARD: usize = 4;
+/// Entries of a shard the sample's random start is chosen among (each one skipped is visited).
+const EVICT_SKIP_WINDOW: usize = 64;
 /// Samples an open tries before it gives up evicting (another open may take the same victim).
 const EVICT_ATTEMPTS: usize = 3;
 
@@ -223,8 +225,10 @@ impl<B: Backend> Table<B> {
             if table.is_empty() {
                 continue;
             }
-            // Start the sample at a random place in the shard.
-            let skip = (mix >> 32) as usize % table.len();
+            // Start the sample at a random place among the shard's first entries: a bounded
+            // walk (hash tables are iterated, not indexed), so the cost stays O(1) however
+            // large the shard. Which entries come first is unrelated to their age.
+            let skip = (mix >> 32) as usize % table.len().min(EVICT_SKIP_WINDOW);
             for entry in table
                 .iter()
                 .skip(skip)
