@@ -21,6 +21,31 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `error` means Redis could not be reached or cannot serve now (retrying later may
+/// succeed), as opposed to an answer the layer cannot use: I/O errors, dropped or refused
+/// connections, timeouts, a failed authentication (a rotated password is an outage, not a bug),
+/// and the server's `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN` and `READONLY` (a
+/// replica answering during a failover).
+pub(crate) fn is_unavailable(error: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::AuthenticationFailed
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
+}
+
 /// "no answer within N ms" for an operation that timed out after `timeout`.
 pub(crate) fn no_answer_within(timeout: std::time::Duration) -> String {
     format!("no answer within {} ms", crate::time::millis(timeout))

@@ -36,6 +36,9 @@ const OP: HeaderName = HeaderName::from_static("x-op");
 /// `MCP-Protocol-Version`, one of the headers kept for replay by default.
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 /// The 503 body when the store does not answer.
+/// The default `Cluster::probe_interval`.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
 const STORE_DOWN_BODY: &str = r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Service unavailable: session store unreachable"},"id":null}"#;
 
 // ---------------------------------------------------------------------------------------------
@@ -50,6 +53,7 @@ struct CallCount {
     touch: usize,
     delete: usize,
     data: usize,
+    ping: usize,
 }
 
 #[derive(Default)]
@@ -59,6 +63,7 @@ struct Calls {
     touch: AtomicUsize,
     delete: AtomicUsize,
     data: AtomicUsize,
+    ping: AtomicUsize,
     /// The number of ids in each `touch` batch.
     touch_batches: Mutex<Vec<usize>>,
     /// How long each `load` takes (tokio's clock).
@@ -66,7 +71,7 @@ struct Calls {
 }
 
 /// A [`MemoryStore`] that counts every call made through it and, while switched down, fails
-/// every call with `StoreError::new("down")` (switched down from the start, it is a store whose
+/// every call with `StoreError::unavailable("down")` (switched down from the start, it is a store whose
 /// methods all fail). The tests read the records through [`inner`](Self::inner), which does
 /// not count.
 #[derive(Clone, Default)]
@@ -89,6 +94,7 @@ impl TestStore {
             touch: c.touch.load(Ordering::SeqCst),
             delete: c.delete.load(Ordering::SeqCst),
             data: c.data.load(Ordering::SeqCst),
+            ping: c.ping.load(Ordering::SeqCst),
         }
     }
 
@@ -106,7 +112,7 @@ impl TestStore {
     fn count(&self, counter: &AtomicUsize) -> Result<(), StoreError> {
         counter.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::new("down"))
+            Err(StoreError::unavailable("down"))
         } else {
             Ok(())
         }
@@ -118,6 +124,13 @@ fn failed<'a, T: Send + 'a>(error: StoreError) -> StoreFuture<'a, T> {
 }
 
 impl SessionStore for TestStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        match self.count(&self.calls.ping) {
+            Ok(()) => Box::pin(std::future::ready(Ok(()))),
+            Err(error) => failed(error),
+        }
+    }
+
     fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, bool> {
         match self.count(&self.calls.create) {
             Ok(()) => self.inner.create(record, ttl),
@@ -913,7 +926,7 @@ async fn eviction_closes_the_session_everywhere_and_deletes_its_record() {
     assert_eq!(b.probe.made().len(), 1, "no restore of an evicted session");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_store_unreachable_is_503_never_404_and_live_sessions_keep_working() {
     let deployment = Deployment::default();
     let store = &deployment.store;
@@ -943,8 +956,10 @@ async fn the_store_unreachable_is_503_never_404_and_live_sessions_keep_working()
     assert_eq!(resp.headers()[http::header::RETRY_AFTER], "5");
     assert_eq!(body_string(resp).await, STORE_DOWN_BODY);
 
-    // Opened while the store was up; then it goes down.
+    // Opened while the store was up (once a probe has seen it back); then it goes down.
     store.set_down(false);
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    run_tasks().await;
     let id = open(&a.app).await;
     store.set_down(true);
     for _ in 0..5 {
@@ -959,8 +974,10 @@ async fn the_store_unreachable_is_503_never_404_and_live_sessions_keep_working()
     assert_eq!(body_string(resp).await, STORE_DOWN_BODY);
     assert!(b.probe.made().is_empty());
 
-    // Back up: B restores it.
+    // Back up: B restores it once its probe has seen the store.
     store.set_down(false);
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    run_tasks().await;
     ok(&b.app, post(&id)).await;
     assert_eq!(b.probe.made().len(), 1);
     ok(&a.app, post(&id)).await;
@@ -1252,4 +1269,171 @@ async fn a_restore_that_fails_stops_listening_on_the_bus() {
     let before = listening(&deployment.bus);
     assert_not_found(send(&b.app, post("0b5e3f2a-1111-4222-8333-944445555666")).await).await;
     assert_eq!(listening(&deployment.bus), before, "no id left listened to");
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_store_is_found_down_data_operations_fail_at_once_until_a_probe_sees_it_back() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let a = deployment.node("A", |l| l);
+    let id = open(&a.app).await;
+    assert_eq!(ok(&a.app, op(&id, "increment", "")).await, "1");
+
+    // The first operation after the store went away finds it unavailable; the ones after it
+    // do not reach the store at all.
+    store.set_down(true);
+    let before = store.calls();
+    let (status, body) = answer(&a.app, op(&id, "increment", "")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, "session store unavailable: down");
+    assert_eq!(store.calls().data, before.data + 1);
+    let clock = tokio::time::Instant::now();
+    for _ in 0..10 {
+        let (status, body) = answer(&a.app, op(&id, "increment", "")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            "session store unavailable: unavailable since an earlier operation; probing every \
+             500 ms"
+        );
+        let (status, _) = answer(&a.app, op(&id, "get", "")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(
+        tokio::time::Instant::now(),
+        clock,
+        "answered without waiting"
+    );
+    assert_eq!(
+        store.calls().data,
+        before.data + 1,
+        "no store call while it is down"
+    );
+    // Opens and restores answer 503 without asking the store either.
+    assert_eq!(
+        status_of(&a.app, initialize()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        status_of(&a.app, post("3f1c2b4a-0000-4000-8000-000000000000")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(store.calls().create, before.create);
+    assert_eq!(store.calls().load, before.load);
+    // Requests that need no data keep being served.
+    ok(&a.app, post(&id)).await;
+
+    // The probe runs once per interval while the store stays down, and the breaker closes at
+    // the first probe that reaches it.
+    tokio::time::sleep(PROBE_INTERVAL * 2 + Duration::from_millis(10)).await;
+    run_tasks().await;
+    assert_eq!(store.calls().ping, 2);
+    store.set_down(false);
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    run_tasks().await;
+    assert_eq!(store.calls().ping, 3);
+    assert_eq!(ok(&a.app, op(&id, "increment", "")).await, "2");
+    tokio::time::sleep(PROBE_INTERVAL * 4).await;
+    run_tasks().await;
+    assert_eq!(store.calls().ping, 3, "no probe once the store is back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_comes_back_empty_ends_every_session_on_every_node_before_its_next_request() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    // Refresh rounds far apart: what ends the sessions is the store coming back, not a round.
+    let layer = |l: SessionLayerBuilder<NodeFactory>| l.idle_timeout(Duration::from_secs(600));
+    let a = deployment.node("A", layer);
+    let b = deployment.node("B", layer);
+    let ids = [open(&a.app).await, open(&b.app).await, open(&a.app).await];
+    for id in &ids {
+        ok(&a.app, post(id)).await;
+        ok(&b.app, post(id)).await;
+    }
+    assert_eq!((a.sessions.len(), b.sessions.len()), (3, 3));
+
+    // The store goes away (A finds out through a data call) and comes back without its data.
+    store.set_down(true);
+    let (status, _) = answer(&a.app, op(&ids[0], "increment", "")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    for id in &ids {
+        store
+            .inner
+            .delete(&SessionId::parse(id).unwrap())
+            .await
+            .unwrap();
+    }
+    store.set_down(false);
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    run_tasks().await;
+
+    // A's probe saw it back, refreshed all its sessions, closed them and told B.
+    assert!(a.sessions.is_empty());
+    assert!(b.sessions.is_empty());
+    for id in &ids {
+        assert_not_found(send(&a.app, post(id)).await).await;
+        assert_not_found(send(&b.app, post(id)).await).await;
+    }
+    let closed = |node: &Node| {
+        let mut all = node.closed.all();
+        all.sort_by(|x, y| x.0.cmp(&y.0));
+        all
+    };
+    let mut expected: Vec<_> = ids
+        .iter()
+        .map(|id| (id.clone(), CloseReason::Closed))
+        .collect();
+    expected.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(closed(&a), expected);
+    assert_eq!(closed(&b), expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_finds_no_record_ends_the_session_on_every_node_at_once() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let layer = |l: SessionLayerBuilder<NodeFactory>| l.idle_timeout(Duration::from_secs(600));
+    let a = deployment.node("A", layer);
+    let b = deployment.node("B", layer);
+    let id = open(&a.app).await;
+    ok(&b.app, post(&id)).await;
+    // The record vanishes under both copies (flushed, or lost by a failover).
+    store
+        .inner
+        .delete(&SessionId::parse(&id).unwrap())
+        .await
+        .unwrap();
+
+    let (status, body) = answer(&a.app, op(&id, "increment", "")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, "the session has no record any more");
+    run_tasks().await;
+    // No refresh round has run: the write itself ended the session, here and on B.
+    assert_not_found(send(&a.app, post(&id)).await).await;
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    assert_eq!(a.closed.all(), [(id.clone(), CloseReason::Closed)]);
+    assert_eq!(b.closed.all(), [(id.clone(), CloseReason::Closed)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restore_that_finds_no_record_ends_the_copies_other_nodes_still_hold() {
+    let deployment = Deployment::default();
+    let store = &deployment.store;
+    let layer = |l: SessionLayerBuilder<NodeFactory>| l.idle_timeout(Duration::from_secs(600));
+    let a = deployment.node("A", layer);
+    let b = deployment.node("B", layer);
+    let id = open(&a.app).await;
+    store
+        .inner
+        .delete(&SessionId::parse(&id).unwrap())
+        .await
+        .unwrap();
+
+    // B does not hold the session: its restore finds no record, and A's copy ends too.
+    assert_not_found(send(&b.app, post(&id)).await).await;
+    run_tasks().await;
+    assert!(!a.sessions.contains(&id));
+    assert_not_found(send(&a.app, post(&id)).await).await;
+    assert_eq!(a.closed.all(), [(id.clone(), CloseReason::Closed)]);
 }

@@ -105,4 +105,13 @@ pub trait BusConnection: Send + Sync + 'static {
 
     /// Sends `event` to every node listening to `id`, this one included.
     fn publish<'a>(&'a self, id: &'a SessionId, event: BusEvent) -> BusFuture<'a, ()>;
+
+    /// Checks that the bus answers, without sending anything to a session. While the bus is
+    /// known to be unavailable, the layer calls this every
+    /// [`Cluster::probe_interval`](crate::Cluster::probe_interval) and publishes again once
+    /// it succeeds. The default answers `Ok` at once (a bus that cannot fail, or one whose
+    /// `publish` is cheap enough to probe with); [`RedisBus`] sends `PING`.
+    fn ping(&self) -> BusFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }

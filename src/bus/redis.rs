@@ -277,30 +277,39 @@ impl BusConnection for RedisConnection {
 
     fn publish<'a>(&'a self, id: &'a SessionId, event: BusEvent) -> BusFuture<'a, ()> {
         Box::pin(async move {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(BusError::new(
-                    "RedisBus needs a tokio runtime (with its time driver)",
-                ));
-            }
-            if self.bus.timeout.is_zero() {
-                return Err(BusError::new(no_answer_within(self.bus.timeout)));
-            }
-            self.ensure_started();
-            let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
             let channel = session_name(&self.wanted.prefix, id);
             let payload = crate::bus::wire::encode(&event);
             let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(channel).arg(payload.as_ref());
-            let spublish = cmd.query_async::<i64>(&mut manager);
-            match tokio::time::timeout(self.bus.timeout, spublish).await {
-                Ok(Ok(_receivers)) => Ok(()),
-                Ok(Err(error)) => Err(BusError::new(error)),
-                Err(_) => {
-                    self.publisher.retire(generation);
-                    Err(BusError::new(no_answer_within(self.bus.timeout)))
-                }
-            }
+            self.command::<i64>(cmd).await.map(drop)
         })
+    }
+
+    fn ping(&self) -> BusFuture<'_, ()> {
+        Box::pin(async move { self.command::<()>(redis::cmd("PING")).await })
+    }
+}
+
+impl RedisConnection {
+    /// Sends `cmd` on the publishing connection within the timeout.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BusError::new(
+                "RedisBus needs a tokio runtime (with its time driver)",
+            ));
+        }
+        if self.bus.timeout.is_zero() {
+            return Err(BusError::new(no_answer_within(self.bus.timeout)));
+        }
+        self.ensure_started();
+        let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
+        match tokio::time::timeout(self.bus.timeout, cmd.query_async::<T>(&mut manager)).await {
+            Ok(result) => result.map_err(BusError::new),
+            Err(_) => {
+                self.publisher.retire(generation);
+                Err(BusError::new(no_answer_within(self.bus.timeout)))
+            }
+        }
     }
 }
 

@@ -54,10 +54,19 @@ impl fmt::Debug for SessionData {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DataError {
-    /// The session has no record any more (closed, or expired everywhere): nothing was
-    /// written.
+    /// The session has no record any more (closed, expired everywhere, or lost by the store):
+    /// nothing was written. The layer has closed the session on every node, so its next
+    /// request gets 404 and the client re-initializes (MCP 2025-11-25, Streamable HTTP,
+    /// Session Management); a server can answer 404 to this request too, since nothing of
+    /// it was applied.
     SessionGone,
-    /// The store failed or did not answer in time.
+    /// The store could not be reached, did not answer in time, or is known to be down (its
+    /// circuit breaker is open, see [`Cluster::probe_interval`](crate::Cluster::probe_interval)):
+    /// nothing was read or written, and the same operation may succeed later. Answered at once
+    /// while the breaker is open.
+    Unavailable(StoreError),
+    /// The store answered with something unusable (a value that is not an integer, one that
+    /// would overflow, a record it cannot read): retrying will not help.
     Store(StoreError),
     /// The value could not be turned into JSON, or the stored JSON into the asked type.
     Json(serde_json::Error),
@@ -67,7 +76,7 @@ impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::SessionGone => f.write_str("the session has no record any more"),
-            Self::Store(error) => fmt::Display::fmt(error, f),
+            Self::Unavailable(error) | Self::Store(error) => fmt::Display::fmt(error, f),
             Self::Json(error) => write!(f, "session data is not the expected JSON: {error}"),
         }
     }
@@ -77,15 +86,29 @@ impl std::error::Error for DataError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::SessionGone => None,
-            Self::Store(error) => Some(error),
+            Self::Unavailable(error) | Self::Store(error) => Some(error),
             Self::Json(error) => Some(error),
         }
     }
 }
 
+impl DataError {
+    /// Whether the same operation may succeed if tried again later:
+    /// [`Unavailable`](Self::Unavailable) only.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// [`DataError::Unavailable`] or [`DataError::Store`], by the error's
+/// [kind](StoreError::is_unavailable).
 impl From<StoreError> for DataError {
     fn from(error: StoreError) -> Self {
-        Self::Store(error)
+        if error.is_unavailable() {
+            Self::Unavailable(error)
+        } else {
+            Self::Store(error)
+        }
     }
 }
 
@@ -138,10 +161,15 @@ impl SessionData {
     ///
     /// # Errors
     ///
-    /// [`DataError::Store`] if the store fails, [`DataError::Json`] if the value is not a `T`.
+    /// [`DataError::Unavailable`] if the store cannot be reached, [`DataError::Store`] if it
+    /// fails otherwise, [`DataError::Json`] if the value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DataError> {
         let json = match &self.place {
-            Place::Store(link) => store_of(link)?.data_get(&self.id, key).await?,
+            Place::Store(link) => {
+                let read = store_of(link)?.data_get(&self.id, key).await;
+                link.store_health(&read);
+                read?
+            }
             Place::Entry(weak) => Self::live_entry(weak)
                 .and_then(|entry| lock(&entry.extras().data).get(key).cloned()),
         };
@@ -156,7 +184,9 @@ impl SessionData {
     /// # Errors
     ///
     /// [`DataError::SessionGone`] if the session has no record (or, without a store, is no
-    /// longer live), [`DataError::Store`], [`DataError::Json`] if `value` does not serialize.
+    /// longer live), [`DataError::Unavailable`] if the store cannot be reached,
+    /// [`DataError::Store`] if it fails otherwise, [`DataError::Json`] if `value` does not
+    /// serialize.
     pub async fn insert<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -164,7 +194,11 @@ impl SessionData {
     ) -> Result<(), DataError> {
         let json = serde_json::to_string(value)?;
         let written = match &self.place {
-            Place::Store(link) => store_of(link)?.data_insert(&self.id, key, json).await?,
+            Place::Store(link) => {
+                let written = store_of(link)?.data_insert(&self.id, key, json).await;
+                link.store_health(&written);
+                gone_unless(link, &self.id, written?)?
+            }
             Place::Entry(weak) => Self::live_entry(weak).is_some_and(|entry| {
                 lock(&entry.extras().data).insert(key.to_owned(), json);
                 true
@@ -181,10 +215,15 @@ impl SessionData {
     ///
     /// # Errors
     ///
-    /// [`DataError::Store`] if the store fails.
+    /// [`DataError::Unavailable`] if the store cannot be reached, [`DataError::Store`] if it
+    /// fails otherwise.
     pub async fn remove(&self, key: &str) -> Result<bool, DataError> {
         Ok(match &self.place {
-            Place::Store(link) => store_of(link)?.data_remove(&self.id, key).await?,
+            Place::Store(link) => {
+                let removed = store_of(link)?.data_remove(&self.id, key).await;
+                link.store_health(&removed);
+                removed?
+            }
             Place::Entry(weak) => Self::live_entry(weak)
                 .is_some_and(|entry| lock(&entry.extras().data).remove(key).is_some()),
         })
@@ -196,12 +235,19 @@ impl SessionData {
     /// # Errors
     ///
     /// [`DataError::SessionGone`] if the session has no record (or, without a store, is no
-    /// longer live), [`DataError::Store`] if the store fails or the value is not an integer
+    /// longer live), [`DataError::Unavailable`] if the store cannot be reached,
+    /// [`DataError::Store`] if it fails otherwise or the value is not an integer
     /// (as strict as Redis's `HINCRBY`: no sign `+`, no spaces, no fraction) or would overflow
     /// an `i64`.
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64, DataError> {
         let value = match &self.place {
-            Place::Store(link) => store_of(link)?.data_increment(&self.id, key, by).await?,
+            Place::Store(link) => {
+                let value = store_of(link)?.data_increment(&self.id, key, by).await;
+                link.store_health(&value);
+                let value = value?;
+                gone_unless(link, &self.id, value.is_some())?;
+                value
+            }
             Place::Entry(weak) => match Self::live_entry(weak) {
                 None => None,
                 Some(entry) => {
@@ -216,9 +262,20 @@ impl SessionData {
     }
 }
 
-/// The store of a clustered link (every `Place::Store` link has one).
+/// The store of a clustered link (every `Place::Store` link has one), unless it is known to be
+/// unavailable.
 fn store_of(link: &Link) -> Result<&dyn crate::store::SessionStore, DataError> {
-    link.store().ok_or(DataError::SessionGone)
+    link.usable_store()?.ok_or(DataError::SessionGone)
+}
+
+/// `true` if a write found the session's record; else the session ends everywhere now (see
+/// [`Link::record_gone`]) and the write answers [`DataError::SessionGone`].
+fn gone_unless(link: &Link, id: &SessionId, found: bool) -> Result<bool, DataError> {
+    if !found {
+        link.record_gone(id);
+        return Err(DataError::SessionGone);
+    }
+    Ok(true)
 }
 
 /// The messages [published](crate::Session::publish) to one session, as this node receives

@@ -12,7 +12,8 @@
 //! - [`forget`]: closes for good, carried out in the background (record deleted, close
 //!   published);
 //! - [`refresh`]: the background refresh of the records' time to live;
-//! - [`health`]: one log line per outage of the store or the bus;
+//! - [`health`]: the circuit breakers of the store and the bus (fail at once during an
+//!   outage, probe in the background, refresh everything when the store is back);
 //! - [`data`]: the per-session data map users reach through a [`Session`](crate::Session).
 //!
 //! Nothing here runs on the path of a request routed to a session live on this node: such a
@@ -42,7 +43,7 @@ use crate::sync::Periodic;
 use crate::table::{self, Backend, Scope, Table};
 use flight::Restores;
 use forget::{Forget, ForgetQueue};
-use health::Health;
+use health::{Change, Health, Part};
 use mailbox::Mailboxes;
 
 /// The table of a layer, linked to its cluster (or to nothing beyond this process).
@@ -105,6 +106,7 @@ pub struct Cluster {
     bus: Option<Arc<dyn SessionBus>>,
     replay_headers: Vec<HeaderName>,
     refresh_interval: Option<Duration>,
+    probe_interval: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -113,6 +115,7 @@ impl std::fmt::Debug for Cluster {
             .field("bus", &self.bus.is_some())
             .field("replay_headers", &self.replay_headers)
             .field("refresh_interval", &self.refresh_interval)
+            .field("probe_interval", &self.probe_interval)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +129,7 @@ impl Cluster {
             bus: None,
             replay_headers: default_replay_headers(),
             refresh_interval: None,
+            probe_interval: health::DEFAULT_PROBE_INTERVAL,
         }
     }
 
@@ -157,6 +161,26 @@ impl Cluster {
         self.refresh_interval = Some(interval.max(Duration::from_millis(10)));
         self
     }
+
+    /// How often a node checks a store (or bus) it found unavailable, with
+    /// [`SessionStore::ping`](crate::store::SessionStore::ping) (or
+    /// [`BusConnection::ping`](crate::bus::BusConnection::ping)). Default: 500 ms; at least
+    /// 10 ms, whatever is set.
+    ///
+    /// The first operation that finds the store unavailable (unreachable, timed out, or
+    /// saying it cannot serve: [`StoreError::is_unavailable`]) opens a circuit breaker, logged
+    /// once: until a probe succeeds, opens and restores answer 503 with `Retry-After` and
+    /// [`SessionData`](crate::SessionData) operations fail with
+    /// [`DataError::Unavailable`](crate::DataError::Unavailable), all at once instead of each
+    /// waiting out the store's timeout; sessions live on the node keep serving requests that
+    /// need no data. When a probe succeeds (logged once), the node refreshes the records of
+    /// all its sessions at once, and closes every copy whose record is gone (a store that came
+    /// back empty), so their next request gets 404 and the client re-initializes. The bus's
+    /// breaker works the same way: publishing fails at once while it is open.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval.max(Duration::from_millis(10));
+        self
+    }
 }
 
 /// The headers of an opening request kept for replay by default.
@@ -171,6 +195,8 @@ fn default_replay_headers() -> Vec<HeaderName> {
 
 /// A table's link to the rest of its deployment.
 pub(crate) struct Link {
+    /// This link, for the background tasks it starts.
+    this: Weak<Link>,
     table: Weak<SessionTable>,
     mailboxes: Mailboxes,
     cluster: Option<ClusterState>,
@@ -205,6 +231,7 @@ impl Link {
     pub(crate) fn new(table: &Arc<SessionTable>, cluster: Option<Cluster>) -> Arc<Self> {
         let ttl = table.settings.idle_timeout();
         Arc::new_cyclic(|link: &Weak<Link>| Self {
+            this: link.clone(),
             table: Arc::downgrade(table),
             mailboxes: Mailboxes::default(),
             cluster: cluster.map(|cluster| {
@@ -222,7 +249,7 @@ impl Link {
                     restores: Restores::default(),
                     refresher: Periodic::default(),
                     refreshed_at: AtomicU64::new(0),
-                    health: Health::default(),
+                    health: Health::new(cluster.probe_interval),
                 }
             }),
         })
@@ -255,11 +282,73 @@ impl Link {
         self.cluster.as_ref().and_then(|c| c.ttl)
     }
 
-    /// Logs the store's outages (once when it goes, once when it is back).
-    pub(crate) fn store_health<T>(&self, result: &Result<T, StoreError>) {
-        if let Some(cluster) = &self.cluster {
-            cluster.health.store(result);
+    /// Whether the store is known to be unavailable (its breaker is open): store operations
+    /// are to fail at once.
+    pub(crate) fn store_is_down(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.health.is_down(Part::Store))
+    }
+
+    /// The store, if the link has one and it is not known to be unavailable; the error to
+    /// answer with if it is.
+    pub(crate) fn usable_store(&self) -> Result<Option<&dyn SessionStore>, StoreError> {
+        match &self.cluster {
+            None => Ok(None),
+            Some(cluster) if cluster.health.is_down(Part::Store) => {
+                Err(StoreError::unavailable(format!(
+                    "unavailable since an earlier operation; probing every {} ms",
+                    crate::time::millis(cluster.health.probe_interval)
+                )))
+            }
+            Some(cluster) => Ok(Some(&*cluster.store)),
         }
+    }
+
+    /// Feeds the result of a store operation to the store's breaker: opening it starts the
+    /// probe, closing it refreshes every session of this node.
+    pub(crate) fn store_health<T>(&self, result: &Result<T, StoreError>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        match cluster.health.store(result) {
+            Change::None => {}
+            Change::Opened => {
+                crate::sync::spawn(health::probe(self.this.clone(), Part::Store));
+            }
+            Change::Closed => {
+                crate::sync::spawn(refresh::refresh_everything(self.this.clone()));
+            }
+        }
+    }
+
+    /// Feeds the result of a bus operation to the bus's breaker.
+    pub(crate) fn bus_health<T>(&self, result: &Result<T, BusError>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if cluster.health.bus(result) == Change::Opened {
+            crate::sync::spawn(health::probe(self.this.clone(), Part::Bus));
+        }
+    }
+
+    /// The record of `id` turned out to be gone (a data operation, a refresh or a restore found
+    /// none): closes this node's copy at once and tells the other nodes, so the session's next
+    /// request gets 404 wherever it lands.
+    pub(crate) fn record_gone(&self, id: &SessionId) {
+        if let Some(table) = self.table() {
+            table.close_copy(id, CloseReason::Closed);
+        }
+        let (Some(link), true) = (self.this.upgrade(), self.has_bus()) else {
+            return;
+        };
+        let id = id.clone();
+        crate::sync::spawn(async move { link.publish_closed(&id, CloseReason::Closed).await });
+    }
+
+    /// Whether the link has a bus.
+    fn has_bus(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.bus.is_some())
     }
 
     /// The table this link belongs to, if it still exists.
@@ -286,8 +375,14 @@ impl Link {
             .and_then(|c| Some((c, c.bus.as_ref()?)))
         {
             Some((cluster, bus)) => {
+                if cluster.health.is_down(Part::Bus) {
+                    return Err(BusError::new(format!(
+                        "unavailable since an earlier operation; probing every {} ms",
+                        crate::time::millis(cluster.health.probe_interval)
+                    )));
+                }
                 let result = bus.publish(id, BusEvent::Message(message)).await;
-                cluster.health.bus(&result);
+                self.bus_health(&result);
                 result
             }
             None => {
@@ -315,9 +410,10 @@ impl Link {
     pub(crate) async fn publish_closed(&self, id: &SessionId, reason: CloseReason) {
         if let Some(cluster) = &self.cluster
             && let Some(bus) = &cluster.bus
+            && !cluster.health.is_down(Part::Bus)
         {
             let result = bus.publish(id, BusEvent::Closed(reason)).await;
-            cluster.health.bus(&result);
+            self.bus_health(&result);
         }
     }
 

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::close::CloseReason;
 use crate::cluster::Link;
 
 /// Ids per `touch` call of a round.
@@ -46,6 +45,19 @@ impl Link {
 
 /// One round: the records of the sessions used here since the last round, in batches.
 async fn refresh_round(link: Weak<Link>) -> ControlFlow<()> {
+    refresh(link, false).await
+}
+
+/// The round run when the store is reachable again after an outage: the records of every
+/// session live here (a store that came back empty ends them all now, not one by one at
+/// their next data operation).
+pub(crate) async fn refresh_everything(link: Weak<Link>) {
+    let _ = refresh(link, true).await;
+}
+
+/// Resets the time to live of the records of this node's sessions (those used since the last
+/// round, or all of them), and ends the copies whose record is gone.
+async fn refresh(link: Weak<Link>, everything: bool) -> ControlFlow<()> {
     let Some(strong) = link.upgrade() else {
         return ControlFlow::Break(());
     };
@@ -61,27 +73,30 @@ async fn refresh_round(link: Weak<Link>) -> ControlFlow<()> {
     let Some(ttl) = cluster.ttl else {
         return ControlFlow::Break(());
     };
+    // While the store's breaker is open its probe runs instead; when it closes, a round over
+    // every session follows. The sessions used meanwhile stay in the next round: `since`
+    // moves only when a round runs.
+    if strong.store_is_down() {
+        return ControlFlow::Continue(());
+    }
     let now = table.now();
     let since = cluster.refreshed_at.swap(now, Ordering::AcqRel);
-    let ids = table.used_since(since);
+    let ids = table.used_since(if everything { 0 } else { since });
     drop(table);
     let store = Arc::clone(&cluster.store);
     drop(strong);
     for batch in ids.chunks(TOUCH_BATCH) {
         // A failed round is retried at the next one, well within the time to live (a quarter
-        // of it by default); the outage itself is logged by opens and restores.
-        match store.touch(batch, ttl).await {
-            Ok(gone) => {
-                // No record any more: closed for good elsewhere (a bus message this node
-                // missed) or expired. Close this node's copies too.
-                if !gone.is_empty()
-                    && let Some(table) = link.upgrade().and_then(|l| l.table.upgrade())
-                {
-                    for id in &gone {
-                        table.close_copy(id, CloseReason::Closed);
-                    }
-                }
-            }
+        // of it by default); an outage opens the store's breaker.
+        let touched = store.touch(batch, ttl).await;
+        let Some(link) = link.upgrade() else {
+            return ControlFlow::Break(());
+        };
+        link.store_health(&touched);
+        match touched {
+            // No record any more: closed for good elsewhere (a bus message this node missed),
+            // expired, or lost by the store. Closed here and on the other nodes.
+            Ok(gone) => gone.iter().for_each(|id| link.record_gone(id)),
             Err(error) => {
                 tracing::debug!(%error, "could not refresh session records");
                 break;

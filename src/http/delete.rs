@@ -50,6 +50,10 @@ pub(crate) async fn close_everywhere(
     let (Some(restores), Some(store)) = (link.restores(), link.store()) else {
         return close_here(&endpoint, id.as_str(), principal.as_ref());
     };
+    // The record cannot be deleted while the store is known to be down: 503 at once.
+    if link.store_is_down() {
+        return config.reject(Rejection::StoreUnavailable(config.retry_after));
+    }
     let owned = |owner: Option<&Principal>| config.owns(principal.as_ref(), owner);
     // No restore of this id runs on this node meanwhile: none can bring back what this
     // deletes.

@@ -183,8 +183,10 @@ async fn create_record(
     info: &SessionInfo,
     opening: OpeningRequest,
 ) -> Result<(), Rejection> {
-    let Some(store) = endpoint.link.store() else {
-        return Ok(());
+    let store = match endpoint.link.usable_store() {
+        Ok(Some(store)) => store,
+        Ok(None) => return Ok(()),
+        Err(_) => return Err(Rejection::StoreUnavailable(endpoint.config.retry_after)),
     };
     let record = SessionRecord {
         id: info.id().clone(),

@@ -145,6 +145,10 @@ impl<S, F> Restoring<S, F> {
         let (Some(restores), Some(store)) = (link.restores(), link.store()) else {
             return Ok(Err(Failed::ForAllWaiters(Failure::NotFound)));
         };
+        // The store is known to be down: 503 at once, not after its timeout.
+        if link.store_is_down() {
+            return Ok(Err(Failed::ForAllWaiters(Failure::StoreUnavailable)));
+        }
         // Restores waiting on the store or a factory at once, over all ids: an unauthenticated
         // client sending made-up ids costs at most this many store reads in flight.
         let Some(_permit) = restores.permit() else {
@@ -165,7 +169,12 @@ impl<S, F> Restoring<S, F> {
         link.store_health(&loaded);
         let record = match loaded {
             Err(_) => return Ok(Err(Failed::ForAllWaiters(Failure::StoreUnavailable))),
-            Ok(None) => return Ok(Err(Failed::ForAllWaiters(Failure::NotFound))),
+            Ok(None) => {
+                // Another node may still hold a copy (the store lost the record): it ends
+                // there too, so the session answers 404 wherever its next request lands.
+                link.record_gone(id);
+                return Ok(Err(Failed::ForAllWaiters(Failure::NotFound)));
+            }
             Ok(Some(record)) => record,
         };
         if !config.owns(principal, record.principal.as_ref()) {

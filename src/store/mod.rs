@@ -96,37 +96,66 @@ pub struct SessionRecord {
     pub opening: OpeningRequest,
 }
 
-/// A store operation that failed: the store is unreachable, timed out, or answered
-/// something the layer cannot read.
+/// A store operation that failed, of one of two kinds:
+///
+/// * **unavailable** ([`is_unavailable`](Self::is_unavailable)): the store is unreachable, the
+///   connection dropped, it did not answer within its timeout, or it said it cannot serve
+///   now (Redis: `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`). Retrying later may
+///   succeed; the layer's circuit breaker opens on it (see
+///   [`Cluster::probe_interval`](crate::Cluster::probe_interval)).
+/// * **other**: the store answered, but with something the layer cannot use (a record it
+///   cannot read, a value that is not an integer, a script error). Retrying will not help.
 ///
 /// The layer never turns a store error into 404: opening answers 503 with `Retry-After`
 /// ([`Rejection::StoreUnavailable`](crate::Rejection::StoreUnavailable)), and so does a
 /// restore, since the session may well exist.
 #[derive(Debug)]
 pub struct StoreError {
+    unavailable: bool,
     source: BoxError,
 }
 
 impl StoreError {
-    /// Wraps the error of a store's backend.
+    /// Wraps an answer of the store's backend the layer cannot use: an error of the **other**
+    /// kind, which a retry will not fix.
     pub fn new(source: impl Into<BoxError>) -> Self {
         Self {
+            unavailable: false,
             source: source.into(),
         }
     }
 
-    /// The operation did not finish within the store's timeout.
+    /// Wraps a failure to reach the store (connection refused or dropped, I/O error, the
+    /// store saying it cannot serve now): the **unavailable** kind, worth retrying later.
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        Self {
+            unavailable: true,
+            source: source.into(),
+        }
+    }
+
+    /// The operation did not finish within the store's timeout: the **unavailable** kind.
     pub fn timed_out(after: Duration) -> Self {
-        Self::new(format!(
+        Self::unavailable(format!(
             "no answer within {} ms",
             crate::time::millis(after)
         ))
+    }
+
+    /// Whether the store could not be reached or could not serve (see the type's docs):
+    /// `true` for [`unavailable`](Self::unavailable) and [`timed_out`](Self::timed_out).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session store failed: {}", self.source)
+        if self.unavailable {
+            write!(f, "session store unavailable: {}", self.source)
+        } else {
+            write!(f, "session store failed: {}", self.source)
+        }
     }
 }
 
@@ -160,6 +189,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// then closes its own copies of them, so a close whose bus message this node missed (an
     /// outage, or a restore racing a DELETE) ends here within one refresh interval.
     fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>>;
+
+    /// Checks that the store answers, without changing anything. While the store is known to
+    /// be unavailable, the layer calls this every
+    /// [`Cluster::probe_interval`](crate::Cluster::probe_interval) and serves store operations
+    /// again once it succeeds. The default loads a record no session has (the id `ping`); a
+    /// backend with a cheaper check (Redis: `PING`) overrides it.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let probe = SessionId::parse("ping").map_err(StoreError::new)?;
+            self.load(&probe).await.map(drop)
+        })
+    }
 
     /// Removes the record of `id` and its data map; `true` if there was one.
     fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool>;

@@ -245,7 +245,7 @@ impl RedisStore {
         if self.inner.timeout.is_zero() {
             return Err(StoreError::timed_out(self.inner.timeout));
         }
-        let (generation, manager) = self.inner.manager.get().map_err(StoreError::new)?;
+        let (generation, manager) = self.inner.manager.get().map_err(redis_error)?;
         match tokio::time::timeout(self.inner.timeout, op(manager)).await {
             Ok(result) => result,
             Err(_) => {
@@ -265,7 +265,11 @@ fn ttl_ms(ttl: Duration) -> i64 {
 }
 
 fn redis_error(error: RedisError) -> StoreError {
-    StoreError::new(error)
+    if crate::redis_link::is_unavailable(&error) {
+        StoreError::unavailable(error)
+    } else {
+        StoreError::new(error)
+    }
 }
 
 /// `headers` as stored: one `name:value\n` line per value.
@@ -362,7 +366,7 @@ fn increment_error(key: &str, error: RedisError) -> StoreError {
     } else if text.contains("overflow") {
         StoreError::new(format!("`{key}` would overflow"))
     } else {
-        StoreError::new(error)
+        redis_error(error)
     }
 }
 
@@ -426,6 +430,18 @@ impl SessionStore for RedisStore {
                 })
                 .await?;
             decode_record(id, values)
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.run(|mut con| async move {
+                redis::cmd("PING")
+                    .query_async::<()>(&mut con)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await
         })
     }
 
