@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,12 +23,13 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 use tower_mcp_session::bus::MemoryBus;
-use tower_mcp_session::store::{MemoryStore, SessionRecord, SessionStore, StoreError, StoreFuture};
+use tower_mcp_session::store::SessionStore;
 use tower_mcp_session::{
     CloseReason, Cluster, DataError, Session, SessionFactory, SessionId, SessionInfo, SessionLayer,
     SessionLayerBuilder, SessionService, Sessions, Subscription,
 };
 
+use common::store::TestStore;
 use common::*;
 
 /// Request header telling [`NodeService`] what to do with the session (see its docs).
@@ -40,179 +41,6 @@ const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-versi
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 const STORE_DOWN_BODY: &str = r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Service unavailable: session store unreachable"},"id":null}"#;
-
-// ---------------------------------------------------------------------------------------------
-// A store that counts its calls and can be switched off.
-// ---------------------------------------------------------------------------------------------
-
-/// How many times each kind of store operation was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct CallCount {
-    create: usize,
-    load: usize,
-    touch: usize,
-    delete: usize,
-    data: usize,
-    ping: usize,
-}
-
-#[derive(Default)]
-struct Calls {
-    create: AtomicUsize,
-    load: AtomicUsize,
-    touch: AtomicUsize,
-    delete: AtomicUsize,
-    data: AtomicUsize,
-    ping: AtomicUsize,
-    /// The number of ids in each `touch` batch.
-    touch_batches: Mutex<Vec<usize>>,
-    /// How long each `load` takes (tokio's clock).
-    load_delay: Mutex<Duration>,
-}
-
-/// A [`MemoryStore`] that counts every call made through it and, while switched down, fails
-/// every call with `StoreError::unavailable("down")` (switched down from the start, it is a store whose
-/// methods all fail). The tests read the records through [`inner`](Self::inner), which does
-/// not count.
-#[derive(Clone, Default)]
-struct TestStore {
-    inner: MemoryStore,
-    down: Arc<AtomicBool>,
-    calls: Arc<Calls>,
-}
-
-impl TestStore {
-    fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    fn calls(&self) -> CallCount {
-        let c = &self.calls;
-        CallCount {
-            create: c.create.load(Ordering::SeqCst),
-            load: c.load.load(Ordering::SeqCst),
-            touch: c.touch.load(Ordering::SeqCst),
-            delete: c.delete.load(Ordering::SeqCst),
-            data: c.data.load(Ordering::SeqCst),
-            ping: c.ping.load(Ordering::SeqCst),
-        }
-    }
-
-    fn touch_batches(&self) -> Vec<usize> {
-        self.calls.touch_batches.lock().unwrap().clone()
-    }
-
-    /// The record of `id`, read without counting.
-    async fn record(&self, id: &str) -> Option<SessionRecord> {
-        let id = SessionId::parse(id).unwrap();
-        self.inner.load(&id).await.unwrap()
-    }
-
-    /// Counts a call; `Err` while the store is down.
-    fn count(&self, counter: &AtomicUsize) -> Result<(), StoreError> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::unavailable("down"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn failed<'a, T: Send + 'a>(error: StoreError) -> StoreFuture<'a, T> {
-    Box::pin(std::future::ready(Err(error)))
-}
-
-impl SessionStore for TestStore {
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        match self.count(&self.calls.ping) {
-            Ok(()) => Box::pin(std::future::ready(Ok(()))),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn create(&self, record: &SessionRecord, ttl: Option<Duration>) -> StoreFuture<'_, bool> {
-        match self.count(&self.calls.create) {
-            Ok(()) => self.inner.create(record, ttl),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn delete_if_unused<'a>(
-        &'a self,
-        id: &'a SessionId,
-        ttl: Duration,
-        unused_for: Duration,
-    ) -> StoreFuture<'a, bool> {
-        match self.count(&self.calls.delete) {
-            Ok(()) => self.inner.delete_if_unused(id, ttl, unused_for),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<SessionRecord>> {
-        let delay = *self.calls.load_delay.lock().unwrap();
-        let counted = self.count(&self.calls.load);
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            counted?;
-            self.inner.load(id).await
-        })
-    }
-
-    fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>> {
-        self.calls.touch_batches.lock().unwrap().push(ids.len());
-        match self.count(&self.calls.touch) {
-            Ok(()) => self.inner.touch(ids, ttl),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
-        match self.count(&self.calls.delete) {
-            Ok(()) => self.inner.delete(id),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn data_get<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, Option<String>> {
-        match self.count(&self.calls.data) {
-            Ok(()) => self.inner.data_get(id, key),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn data_insert<'a>(
-        &'a self,
-        id: &'a SessionId,
-        key: &'a str,
-        json: String,
-    ) -> StoreFuture<'a, bool> {
-        match self.count(&self.calls.data) {
-            Ok(()) => self.inner.data_insert(id, key, json),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn data_remove<'a>(&'a self, id: &'a SessionId, key: &'a str) -> StoreFuture<'a, bool> {
-        match self.count(&self.calls.data) {
-            Ok(()) => self.inner.data_remove(id, key),
-            Err(error) => failed(error),
-        }
-    }
-
-    fn data_increment<'a>(
-        &'a self,
-        id: &'a SessionId,
-        key: &'a str,
-        by: i64,
-    ) -> StoreFuture<'a, Option<i64>> {
-        match self.count(&self.calls.data) {
-            Ok(()) => self.inner.data_increment(id, key, by),
-            Err(error) => failed(error),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A per-session service that records what reaches it, per node.
@@ -1187,7 +1015,7 @@ async fn eviction_keeps_a_session_that_another_node_has_used_since() {
 async fn a_failed_restore_answers_everyone_who_waited_for_it_with_one_store_read() {
     let deployment = Deployment::default();
     let b = deployment.node("B", |l| l);
-    *deployment.store.calls.load_delay.lock().unwrap() = Duration::from_millis(100);
+    deployment.store.set_load_delay(Duration::from_millis(100));
     let unknown = "0b5e3f2a-1111-4222-8333-944445555666";
     let requests = (0..20).map(|_| {
         let app = b.app.clone();

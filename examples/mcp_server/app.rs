@@ -24,6 +24,12 @@
 //!   may hold several at once. Each call of the `increment` tool sends a
 //!   `notifications/message` log entry (level `info`, filtered by `logging/setLevel`) to every
 //!   open GET stream of its session, and only of its session.
+//! - **Faults.** A call whose session data is unreachable (the store is down) gets JSON-RPC
+//!   [`DATA_UNAVAILABLE`] with `data.retryAfterMs`, at once while the layer's circuit breaker
+//!   is open; a call that finds the session's record gone gets the layer's 404, and the layer
+//!   has ended the session on every node. `increment` with an idempotency key in
+//!   `params._meta` ([`IDEMPOTENCY_KEY`]) applies once however often it is retried, on any
+//!   node: the pattern for a tool whose retry must not count twice.
 //! - **Protocol versions.** `initialize` answers with the client's version if it is one of
 //!   [`SUPPORTED_VERSIONS`], else [`LATEST_VERSION`]. Later requests whose
 //!   `MCP-Protocol-Version` is not supported get 400 (no header means 2025-03-26, as the
@@ -69,8 +75,8 @@ use tower_http::trace::TraceLayer;
 use tower_mcp_session::guard::OriginGuardLayer;
 use tower_mcp_session::mcp::MCP_PROTOCOL_VERSION;
 use tower_mcp_session::{
-    ClientKey, Cluster, DataError, Eviction, Session as LayerSession, SessionInfo, SessionLayer,
-    Sessions,
+    ClientKey, Cluster, DataError, Eviction, Rejection, Session as LayerSession, SessionData,
+    SessionInfo, SessionLayer, Sessions,
 };
 
 /// Protocol versions this server speaks, oldest first.
@@ -316,10 +322,129 @@ const COUNTER: &str = "counter";
 /// Data-map key of the session's minimum log level (an index into [`LEVELS`]).
 const LOG_LEVEL: &str = "logLevel";
 
-/// A JSON-RPC internal error for a failed data-map operation.
+/// `_meta` key of a `tools/call` naming its idempotency key (see [`increment_once`]).
+pub const IDEMPOTENCY_KEY: &str = "tower-mcp-session/idempotencyKey";
+/// How many idempotency keys a session remembers (the most recent ones).
+const REMEMBERED_KEYS: i64 = 32;
+/// The longest idempotency key accepted, in bytes.
+const MAX_KEY_LEN: usize = 128;
+
+/// JSON-RPC error code of a call whose session data could not be reached (the store is down):
+/// retry after `data.retryAfterMs` (with the same idempotency key if the call must not apply
+/// twice). In the implementation-defined server-error range of JSON-RPC 2.0 (-32000 to
+/// -32099), clear of the codes MCP and its SDKs use (-32000 to -32002, -32042).
+pub const DATA_UNAVAILABLE: i64 = -32010;
+/// JSON-RPC error code of a call whose idempotency key names a call that started but never
+/// recorded its result (its node died, or the store went away mid-call): whether it applied is
+/// unknown, and this key will not apply it again.
+pub const OUTCOME_UNKNOWN: i64 = -32011;
+/// The `retryAfterMs` of [`DATA_UNAVAILABLE`]: the layer's default probe interval, after which
+/// a store that is back serves again.
+const RETRY_AFTER_MS: u64 = 500;
+
+/// The answer to a request whose data-map operation failed:
+///
+/// - the session has no record any more (the store lost it, or it closed on another node):
+///   the layer has ended the session everywhere, and this request is answered as the layer
+///   answers any request of an ended session, HTTP 404 with its body, so the client starts a
+///   new session (MCP 2025-11-25, Streamable HTTP, Session Management). Nothing of the request
+///   was applied.
+/// - the store is unavailable: JSON-RPC [`DATA_UNAVAILABLE`] with `data.retryAfterMs`, at once
+///   while the layer's circuit breaker is open. A JSON-RPC error rather than HTTP 503: MCP
+///   clients hand a JSON-RPC error to the caller of that one request, with its code, while a
+///   503 on a POST is a transport failure most SDKs surface as a generic error (or treat as
+///   the session's end).
+/// - anything else: JSON-RPC -32603, internal error.
 fn data_error(error: DataError) -> (StatusCode, Value) {
-    tracing::warn!(%error, "session data unavailable");
-    rpc_error(-32603, format!("Internal error: {error}"))
+    match error {
+        DataError::SessionGone => {
+            let gone = Rejection::SessionNotFound;
+            let error = error_object(i64::from(gone.json_rpc_code()), gone.message());
+            (gone.status(), error)
+        }
+        DataError::Unavailable(error) => {
+            tracing::debug!(%error, "session data unavailable");
+            let mut answer = error_object(
+                DATA_UNAVAILABLE,
+                "Session data temporarily unavailable: retry later",
+            );
+            answer["data"] = json!({ "retryAfterMs": RETRY_AFTER_MS });
+            rpc_error_value(answer)
+        }
+        error => {
+            tracing::warn!(%error, "session data operation failed");
+            rpc_error(-32603, format!("Internal error: {error}"))
+        }
+    }
+}
+
+/// The idempotency key of a `tools/call`, from `params._meta`: `Ok(None)` if it has none.
+fn idempotency_key(params: Option<&Value>) -> Result<Option<&str>, (StatusCode, Value)> {
+    let Some(key) = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(|meta| meta.get(IDEMPOTENCY_KEY))
+    else {
+        return Ok(None);
+    };
+    match key.as_str() {
+        Some(key)
+            if !key.is_empty()
+                && key.len() <= MAX_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        _ => Err(rpc_error(
+            -32602,
+            format!(
+                "Invalid params: `_meta.{IDEMPOTENCY_KEY}` must be 1 to {MAX_KEY_LEN} visible \
+                 ASCII characters"
+            ),
+        )),
+    }
+}
+
+/// `increment` under an idempotency key: the first call with `key` increments and records its
+/// result; any later call with the same key (a retry after a lost answer, on any node) gets
+/// that result without incrementing again, `fresh == false`. Each step is one atomic data-map
+/// operation, so two nodes racing on one key apply it once: the claim (`idem:<key>`, an
+/// atomic increment) decides which call applies it.
+///
+/// A claimed key whose result was never recorded (the claiming node died, or the store went
+/// away mid-call) answers [`OUTCOME_UNKNOWN`] for good: it may or may not have applied, and
+/// this key will not apply it again. A session remembers its [`REMEMBERED_KEYS`] most recent
+/// keys; older ones are forgotten (a retry that late counts again).
+async fn increment_once(data: &SessionData, key: &str) -> Result<(i64, bool), (StatusCode, Value)> {
+    let claim = format!("idem:{key}");
+    let result = format!("idem-result:{key}");
+    if data.increment(&claim, 1).await.map_err(data_error)? > 1 {
+        return match data.get::<i64>(&result).await.map_err(data_error)? {
+            Some(value) => Ok((value, false)),
+            None => Err(rpc_error(
+                OUTCOME_UNKNOWN,
+                "A call with this idempotency key started but did not finish: its outcome is \
+                 unknown, and it is not applied again",
+            )),
+        };
+    }
+    let value = data.increment(COUNTER, 1).await.map_err(data_error)?;
+    data.insert(&result, &value).await.map_err(data_error)?;
+    // Bookkeeping only: the call has applied, whatever happens here.
+    if let Err(error) = forget_oldest_key(data, key).await {
+        tracing::debug!(%error, "idempotency key ring not updated");
+    }
+    Ok((value, true))
+}
+
+/// Puts `key` in the next of [`REMEMBERED_KEYS`] slots and forgets the key it held.
+async fn forget_oldest_key(data: &SessionData, key: &str) -> Result<(), DataError> {
+    let n = data.increment("idem:seq", 1).await?;
+    let slot = format!("idem:slot:{}", n.rem_euclid(REMEMBERED_KEYS));
+    if let Some(old) = data.get::<String>(&slot).await? {
+        data.remove(&format!("idem:{old}")).await?;
+        data.remove(&format!("idem-result:{old}")).await?;
+    }
+    data.insert(&slot, key).await
 }
 
 impl Session {
@@ -399,19 +524,28 @@ impl Session {
         };
         let text = match name {
             "increment" => {
-                // One atomic step in the store: increments through two nodes lose no count.
-                let value = layer
-                    .data()
-                    .increment(COUNTER, 1)
-                    .await
-                    .map_err(data_error)?;
-                log(
-                    layer,
-                    INFO,
-                    "increment",
-                    json!({ "sessionId": self.info.id().as_str(), "counter": value }),
-                )
-                .await;
+                let (value, fresh) = match idempotency_key(params)? {
+                    Some(key) => increment_once(&layer.data(), key).await?,
+                    // One atomic step in the store: increments through two nodes lose no
+                    // count.
+                    None => (
+                        layer
+                            .data()
+                            .increment(COUNTER, 1)
+                            .await
+                            .map_err(data_error)?,
+                        true,
+                    ),
+                };
+                if fresh {
+                    log(
+                        layer,
+                        INFO,
+                        "increment",
+                        json!({ "sessionId": self.info.id().as_str(), "counter": value }),
+                    )
+                    .await;
+                }
                 value.to_string()
             }
             "test_simple_text" => SIMPLE_TEXT.to_owned(),
@@ -569,7 +703,9 @@ async fn request(
         ),
     };
     match format {
+        // A session that ended under this request gets the layer's 404, never a stream.
         Format::Json => json_response(status, &body),
+        Format::Sse if status == StatusCode::NOT_FOUND => json_response(status, &body),
         Format::Sse => {
             let event = Event::default().event("message").data(body.to_string());
             let stream = stream::once(async move { Ok::<_, Infallible>(event) });
@@ -731,7 +867,12 @@ fn error_object(code: i64, message: impl Into<String>) -> Value {
 
 /// A JSON-RPC error answered with HTTP 200, the usual way for a request that was understood.
 fn rpc_error(code: i64, message: impl Into<String>) -> (StatusCode, Value) {
-    (StatusCode::OK, error_object(code, message))
+    rpc_error_value(error_object(code, message))
+}
+
+/// [`rpc_error`] for an error object made already.
+fn rpc_error_value(error: Value) -> (StatusCode, Value) {
+    (StatusCode::OK, error)
 }
 
 /// An HTTP error with a JSON-RPC error body of id `null`, like the layer's own rejections.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bus::{BusConnection, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
@@ -62,7 +62,7 @@ impl SessionBus for MemoryBus {
         let node = self.hub.next_node.fetch_add(1, Ordering::Relaxed);
         self.hub.nodes().deliver.insert(node, deliver);
         Arc::new(MemoryConnection {
-            hub: Arc::downgrade(&self.hub),
+            hub: Arc::clone(&self.hub),
             node,
         })
     }
@@ -70,14 +70,16 @@ impl SessionBus for MemoryBus {
 
 /// One node's connection to a [`MemoryBus`].
 struct MemoryConnection {
-    hub: Weak<Hub>,
+    /// Held strongly: the bus lives while a node is connected, also once every `MemoryBus`
+    /// handle is gone (the hub holds the nodes' deliveries, which hold their links weakly).
+    hub: Arc<Hub>,
     node: u64,
 }
 
 impl BusConnection for MemoryConnection {
     fn listen(&self, id: &SessionId) {
-        if let Some(hub) = self.hub.upgrade() {
-            let mut nodes = hub.nodes();
+        {
+            let mut nodes = self.hub.nodes();
             let listeners = nodes.listeners.entry(id.clone()).or_default();
             if !listeners.contains(&self.node) {
                 listeners.push(self.node);
@@ -86,8 +88,8 @@ impl BusConnection for MemoryConnection {
     }
 
     fn unlisten(&self, id: &SessionId) {
-        if let Some(hub) = self.hub.upgrade() {
-            let mut nodes = hub.nodes();
+        {
+            let mut nodes = self.hub.nodes();
             if let Some(listeners) = nodes.listeners.get_mut(id) {
                 listeners.retain(|node| *node != self.node);
                 if listeners.is_empty() {
@@ -98,18 +100,15 @@ impl BusConnection for MemoryConnection {
     }
 
     fn publish<'a>(&'a self, id: &'a SessionId, event: BusEvent) -> BusFuture<'a, ()> {
-        let targets: Vec<Deliver> = match self.hub.upgrade() {
-            Some(hub) => {
-                let nodes = hub.nodes();
-                nodes
-                    .listeners
-                    .get(id)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|node| nodes.deliver.get(node).cloned())
-                    .collect()
-            }
-            None => Vec::new(),
+        let targets: Vec<Deliver> = {
+            let nodes = self.hub.nodes();
+            nodes
+                .listeners
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|node| nodes.deliver.get(node).cloned())
+                .collect()
         };
         // Outside the lock: a delivery may close a session, which unlistens.
         for deliver in targets {
@@ -121,14 +120,12 @@ impl BusConnection for MemoryConnection {
 
 impl Drop for MemoryConnection {
     fn drop(&mut self) {
-        if let Some(hub) = self.hub.upgrade() {
-            let mut nodes = hub.nodes();
-            nodes.deliver.remove(&self.node);
-            let node = self.node;
-            nodes.listeners.retain(|_, listeners| {
-                listeners.retain(|n| *n != node);
-                !listeners.is_empty()
-            });
-        }
+        let mut nodes = self.hub.nodes();
+        nodes.deliver.remove(&self.node);
+        let node = self.node;
+        nodes.listeners.retain(|_, listeners| {
+            listeners.retain(|n| *n != node);
+            !listeners.is_empty()
+        });
     }
 }

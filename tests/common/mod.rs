@@ -5,6 +5,8 @@
 //! Every test file uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod store;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
