@@ -327,7 +327,7 @@ async fn a_stalled_post_gets_408() {
 /// Serves `router` on a loopback port until the returned sender fires (or is dropped).
 struct Served {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<server::Stop>>,
     done: tokio::task::JoinHandle<server::Stopped>,
 }
 
@@ -338,15 +338,13 @@ async fn serve(
 ) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = oneshot::channel::<server::Stop>();
     let done = tokio::spawn(server::serve(
         listener,
         router,
         sessions,
         config,
-        async move {
-            let _ = stopped.await;
-        },
+        async move { stopped.await.unwrap_or(server::Stop::Now) },
     ));
     Served {
         addr,
@@ -356,9 +354,21 @@ async fn serve(
 }
 
 impl Served {
-    async fn shutdown(mut self) -> (server::Stopped, Duration) {
+    /// Stops at once (Ctrl-C).
+    async fn shutdown(self) -> (server::Stopped, Duration) {
+        self.stop_with(server::Stop::Now).await
+    }
+
+    /// Asks `serve` to stop as `how` says and waits (at most 10 s) until it has.
+    fn begin(&mut self, how: server::Stop) {
+        self.stop.take().unwrap().send(how).unwrap();
+    }
+
+    async fn stop_with(mut self, how: server::Stop) -> (server::Stopped, Duration) {
         let start = Instant::now();
-        self.stop.take().unwrap().send(()).unwrap();
+        if self.stop.is_some() {
+            self.begin(how);
+        }
         let stopped = tokio::time::timeout(Duration::from_secs(10), self.done)
             .await
             .expect("serve returns within 10 s")
@@ -424,6 +434,61 @@ fn peer_router() -> Router {
 }
 
 const GET_PEER: &str = "GET /peer HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+/// What a balancer's health check sends: no `Host` the Origin guard would accept.
+const GET_READY: &str = "GET /ready HTTP/1.1\r\n\r\n";
+
+#[tokio::test]
+async fn server_drains_on_sigterm_ready_fails_and_every_answer_closes_its_connection() {
+    let app = app::build(app::Config::default());
+    let config = server::ServerConfig {
+        drain: Duration::from_secs(2),
+        ..server::ServerConfig::default()
+    };
+    let mut served = serve(app.router, app.sessions, config).await;
+    let mut pooled = TcpStream::connect(served.addr).await.unwrap();
+    let response = round_trip(&mut pooled, GET_READY).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nready\n"), "{response}");
+    assert!(!response.to_ascii_lowercase().contains("connection: close"), "{response}");
+
+    served.begin(server::Stop::Drain);
+    // The flag is raised once `serve` sees the signal: poll /ready (bounded) on new
+    // connections, which are still accepted.
+    let mut draining = String::new();
+    for _ in 0..100 {
+        let mut probe = TcpStream::connect(served.addr).await.unwrap();
+        draining = round_trip(&mut probe, GET_READY).await;
+        if draining.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(draining.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{draining}");
+    assert!(draining.ends_with("\r\n\r\ndraining\n"), "{draining}");
+    assert!(draining.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{draining}");
+
+    // /mcp keeps serving on the pooled keep-alive connection: the answer is complete, says
+    // `Connection: close`, and the server then closes that connection.
+    let initialize = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{INITIALIZE}",
+        INITIALIZE.len()
+    );
+    let response = round_trip(&mut pooled, &initialize).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let head = response.to_ascii_lowercase();
+    assert!(head.contains("\r\nconnection: close\r\n"), "{response}");
+    assert!(head.contains("\r\nmcp-session-id: "), "{response}");
+    assert_eq!(
+        closed_within(&mut pooled, Duration::from_secs(1)).await,
+        Some(Vec::new()),
+        "the server closes the connection after that answer"
+    );
+
+    // After the drain period the server stops as on Ctrl-C.
+    let (stopped, _) = served.stop_with(server::Stop::Drain).await;
+    assert_eq!(stopped, server::Stopped::Drained);
+}
 
 #[tokio::test]
 async fn server_passes_the_peer_address_as_connect_info() {

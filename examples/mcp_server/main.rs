@@ -11,8 +11,10 @@
 //! Each session has its own counter: call the `increment` tool from two clients and each
 //! counts from 1. See `app.rs` for what the server answers and `TRANSCRIPT.md` for a
 //! session driven with `curl`, `server.rs` for how connections are served (timeouts,
-//! connection cap, bounded graceful shutdown). Ctrl-C (or SIGTERM) closes every session,
-//! ending their open SSE streams, and then stops the server within `--shutdown-grace-secs`.
+//! connection cap, drain, bounded graceful shutdown). SIGTERM first drains for
+//! `--drain-secs` (GET /ready answers 503, responses carry `Connection: close`, /mcp keeps
+//! serving); then, as at once on Ctrl-C, the server closes every session, ending their open
+//! SSE streams, and stops within `--shutdown-grace-secs`.
 
 mod app;
 mod server;
@@ -37,8 +39,10 @@ tower-mcp-session: one MCP server per session at http://BIND/mcp, each with its 
 
 It is meant as a template for production: every limit below has a flag and an environment \
 variable. Requests whose Host or Origin is not localhost/127.0.0.1/[::1] or allowed with \
---allow-host / --allow-origin are refused (DNS-rebinding protection). Ctrl-C or SIGTERM closes \
-every session, stops accepting and waits at most --shutdown-grace-secs for open connections.
+--allow-host / --allow-origin are refused (DNS-rebinding protection). SIGTERM first drains for \
+--drain-secs (GET /ready answers 503 so a balancer moves away, responses carry Connection: close, \
+/mcp keeps serving); then, as at once on Ctrl-C, the server closes every session, stops accepting \
+and waits at most --shutdown-grace-secs for open connections.
 
 Logs go to stdout (RUST_LOG sets the filter, default info), without colour codes when stdout \
 is not a terminal.";
@@ -64,6 +68,11 @@ struct Args {
     /// Most concurrent streams per HTTP/2 connection (with --h2c).
     #[arg(long, env = "MCP_H2_MAX_STREAMS", default_value_t = 100)]
     h2_max_streams: u32,
+    /// Seconds the server drains after SIGTERM before it stops: GET /ready answers 503 (point
+    /// the balancer's health check at it) and every response carries `Connection: close`,
+    /// while /mcp keeps serving. Ctrl-C stops without draining.
+    #[arg(long, env = "MCP_DRAIN_SECS", default_value_t = 5)]
+    drain_secs: u64,
     /// Seconds open connections get to finish after Ctrl-C/SIGTERM before the server exits.
     #[arg(long, env = "MCP_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     shutdown_grace_secs: u64,
@@ -168,6 +177,7 @@ async fn main() -> std::io::Result<()> {
         max_connections: args.max_connections.max(1),
         h2c: args.h2c,
         h2_max_streams: args.h2_max_streams.max(1),
+        drain: Duration::from_secs(args.drain_secs),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
 
@@ -195,8 +205,8 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C (stop now) or, on Unix, SIGTERM (drain first).
+async fn shutdown_signal() -> server::Stop {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
@@ -218,8 +228,14 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C"),
-        () = terminate => tracing::info!("received SIGTERM"),
+        () = ctrl_c => {
+            tracing::info!("received Ctrl-C");
+            server::Stop::Now
+        }
+        () = terminate => {
+            tracing::info!("received SIGTERM");
+            server::Stop::Drain
+        }
     }
 }
 

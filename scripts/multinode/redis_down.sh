@@ -141,8 +141,8 @@ for _ in 1 2 3 4 5; do
   post "$A_PORT" "$INIT" >/dev/null
   post "$B_PORT" "$LIST" "$SID" >/dev/null
 done
-down_a="$(grep -c 'session store unreachable' "$LOG_DIR/redis-down-a.log" || true)"
-down_b="$(grep -c 'session store unreachable' "$LOG_DIR/redis-down-b.log" || true)"
+down_a="$(grep -c 'session store unavailable' "$LOG_DIR/redis-down-a.log" || true)"
+down_b="$(grep -c 'session store unavailable' "$LOG_DIR/redis-down-b.log" || true)"
 if [ "$down_a" = 1 ] && [ "$down_b" = 1 ]; then
   pass log-once "each node logged the outage once (a: $down_a, b: $down_b) over 12 refused requests"
 else
