@@ -25,14 +25,23 @@
 //! `Host`, absolute-form target or `Origin` names neither loopback nor `--allow-host`
 //! (`Origin` may also be an exact `--allow-origin`); rmcp then checks `Host` again (its
 //! `allowed_hosts`: loopback and `--allow-host`). rmcp alone checks no `Origin` by default.
-//! Ctrl-C closes every session (ending rmcp's tasks for each) and stops.
+//! Ctrl-C closes every session (ending rmcp's tasks for each) and stops. SIGTERM drains first,
+//! for `--drain-secs` (5 s by default): `GET /ready` (outside the guard, for balancers and
+//! Kubernetes) answers 503 `draining` instead of 200 `ready`, `/mcp` keeps serving and every
+//! response carries `Connection: close`, so clients and balancers move to another server
+//! before this one stops.
 
 mod app;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::serve::ListenerExt;
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
@@ -79,6 +88,11 @@ struct Args {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Seconds the server drains after SIGTERM before it stops: GET /ready answers 503 and
+    /// every response carries `Connection: close`, while /mcp keeps serving. Ctrl-C stops
+    /// without draining.
+    #[arg(long, env = "MCP_DRAIN_SECS", default_value_t = 5)]
+    drain_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +140,38 @@ async fn main() -> std::io::Result<()> {
         Mode::Layer => router,
         Mode::RmcpNative => app::build_native(&native),
     };
+    // Readiness and drain: `/ready` sits outside the Origin guard (a balancer's or kubelet's
+    // probe names no allowed Host); while draining, every answer closes its connection.
+    let draining = Arc::new(AtomicBool::new(false));
+    let probe = Arc::clone(&draining);
+    let closing = Arc::clone(&draining);
+    let router = axum::Router::new()
+        .route(
+            "/ready",
+            get(move || {
+                let draining = probe.load(Ordering::Acquire);
+                async move {
+                    if draining {
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+                    } else {
+                        (StatusCode::OK, "ready\n").into_response()
+                    }
+                }
+            }),
+        )
+        .merge(router)
+        .layer(axum::middleware::map_response(move |mut response: Response| {
+            let close = closing.load(Ordering::Acquire);
+            async move {
+                if close {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        }));
+    let drain = Duration::from_secs(args.drain_secs);
     // rmcp writes SSE answers in several small pieces: without TCP_NODELAY each waits for
     // the peer's delayed ACK (about 40 ms).
     let listener = TcpListener::bind(args.bind).await?.tap_io(|tcp| {
@@ -134,9 +180,53 @@ async fn main() -> std::io::Result<()> {
     tracing::info!(mode = ?args.mode, "listening on http://{}/mcp", args.bind);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            if shutdown_signal().await == Stop::Drain && !drain.is_zero() {
+                draining.store(true, Ordering::Release);
+                tracing::info!(
+                    ?drain,
+                    "draining: /ready answers 503, responses close their connections"
+                );
+                tokio::time::sleep(drain).await;
+            }
             let closed = sessions.shutdown();
             tracing::info!(closed, "shutting down");
         })
         .await
+}
+
+/// What ends the server: Ctrl-C stops at once, SIGTERM drains first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Drain,
+    Now,
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() -> Stop {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => Stop::Now,
+        () = terminate => {
+            tracing::info!("received SIGTERM");
+            Stop::Drain
+        }
+    }
 }
