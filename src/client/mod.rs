@@ -64,6 +64,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # What it sends again, and what it never does
+//!
+//! | the answer | what the layer does | why |
+//! |---|---|---|
+//! | 404 to a request that carried the session id | starts a new session, then sends the request again, once, whatever its method (`tools/call` included) | a 404 says the server found no session for the id, so it handed the request to nothing: sending it again cannot apply it twice |
+//! | a transport error (connection refused or reset, closed without an answer, a timeout of the inner client) | returns it ([`Error::Inner`]); sends nothing again | the server may have run the request and died before answering (a node killed with `kill -9` after a tool ran): a second `tools/call` would run it twice |
+//! | 503 with `Retry-After`, 429, other 4xx and 5xx | returns the response as it is | the server said what it did; the application decides whether and when to try again |
+//! | a JSON-RPC error in a 200 (for example the example server's `-32010`, data temporarily unavailable) | returns the response as it is | the layer does not read answers beyond `initialize` |
+//!
+//! So the only requests sent twice are ones the server provably never ran. MCP gives no
+//! request an at-most-once guarantee of its own (a tool's `idempotentHint` annotation is a
+//! hint, not a contract), so retrying after a transport error is the application's call, one
+//! tool at a time: retry reads (`tools/list`, `resources/read`, `ping`) freely, and give a
+//! tool whose effect must not happen twice an idempotency key the server remembers. The
+//! example server's `increment` shows the pattern: the same key in the request's
+//! `params._meta["tower-mcp-session/idempotencyKey"]` returns the first call's result
+//! instead of counting again, on any node (`examples/mcp_server/app.rs`).
+//!
 //! # Design decisions
 //!
 //! - **Replayable means bytes.** The service takes [`ClientBody`], which is either bytes
