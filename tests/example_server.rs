@@ -449,7 +449,10 @@ async fn server_drains_on_sigterm_ready_fails_and_every_answer_closes_its_connec
     let response = round_trip(&mut pooled, GET_READY).await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("\r\n\r\nready\n"), "{response}");
-    assert!(!response.to_ascii_lowercase().contains("connection: close"), "{response}");
+    assert!(
+        !response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
 
     served.begin(server::Stop::Drain);
     // The flag is raised once `serve` sees the signal: poll /ready (bounded) on new
@@ -463,9 +466,17 @@ async fn server_drains_on_sigterm_ready_fails_and_every_answer_closes_its_connec
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(draining.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{draining}");
+    assert!(
+        draining.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{draining}"
+    );
     assert!(draining.ends_with("\r\n\r\ndraining\n"), "{draining}");
-    assert!(draining.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{draining}");
+    assert!(
+        draining
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{draining}"
+    );
 
     // /mcp keeps serving on the pooled keep-alive connection: the answer is complete, says
     // `Connection: close`, and the server then closes that connection.

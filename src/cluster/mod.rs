@@ -87,7 +87,14 @@ pub(crate) type Entry = table::DynEntry<Link>;
 ///   background), and eviction unless another node has used the session since this one did.
 ///   Idle expiry on one node and [`Sessions::shutdown`](crate::Sessions::shutdown) (a rolling
 ///   deploy) close only this node's copy: the record stays for the others until its time to
-///   live ends. A copy whose record is gone is closed at the next refresh round.
+///   live ends. A copy whose record is gone (a data operation or a restore finds none, a
+///   refresh round finds it expired, the store came back empty) closes at that moment, and
+///   the node tells the others, so the session's next request gets 404 on every node.
+/// * **Outages**: the first answer saying the store (or the bus) is unavailable opens a
+///   circuit breaker, logged once: until a probe every [probe
+///   interval](Self::probe_interval) sees it again, data operations, publishes, opens (503)
+///   and restores (503) fail at once instead of waiting out the store's timeout. Sessions live
+///   on a node keep serving requests that touch no data.
 /// * **Data**: [`SessionData`](crate::SessionData) reads and writes the store, shared by every
 ///   node. Writes need the record, which is written once the per-session service has answered
 ///   the opening request: a handler of `initialize` cannot write yet (it gets
@@ -122,7 +129,8 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Sessions whose records and data live in `store`, with no bus (closes and messages stay
-    /// on their node; a copy whose record is gone closes at its node's next refresh round).
+    /// on their node; a copy whose record is gone closes on the node that finds it gone, and
+    /// the other nodes' copies at their next refresh round).
     pub fn new<S: SessionStore>(store: S) -> Self {
         Self {
             store: Arc::new(store),

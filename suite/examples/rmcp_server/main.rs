@@ -160,17 +160,19 @@ async fn main() -> std::io::Result<()> {
             }),
         )
         .merge(router)
-        .layer(axum::middleware::map_response(move |mut response: Response| {
-            let close = closing.load(Ordering::Acquire);
-            async move {
-                if close {
+        .layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let close = closing.load(Ordering::Acquire);
+                async move {
+                    if close {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                response
-            }
-        }));
+            },
+        ));
     let drain = Duration::from_secs(args.drain_secs);
     // rmcp writes SSE answers in several small pieces: without TCP_NODELAY each waits for
     // the peer's delayed ACK (about 40 ms).
