@@ -28,7 +28,7 @@
 //!
 //! # Design
 //!
-//! rmcp 3.9 makes its `SessionManager` a public trait, and its in-memory
+//! rmcp (3.9 and later; built against 3.11) makes its `SessionManager` a public trait, and its in-memory
 //! [`LocalSessionManager`] can create a session under an id the caller chooses (its
 //! `restore_session`, meant for rmcp's own cross-instance restore), with or without an
 //! [`EventStore`]. When the layer opens a session, [`Stateful`] builds a
@@ -88,7 +88,7 @@
 //!   another session's stream (which would bypass the layer's principal binding).
 //!
 //! The limits of resumption with a store, all rmcp's (`LocalSessionManager::resume`,
-//! `session/local.rs` in rmcp 3.9): the replay is what the store holds when the GET arrives,
+//! `session/local.rs` in rmcp 3.11): the replay is what the store holds when the GET arrives,
 //! and then the stream ends; it is not attached to the live stream. A request still running
 //! on the node that received it keeps running there (its rmcp session is not moved), and its
 //! later events are stored and reach the client on its next reconnection (the SSE `retry`
@@ -151,8 +151,11 @@ use crate::handle::session::{Session, WeakSession};
 use crate::http::factory::SessionFactory;
 use crate::info::SessionInfo;
 
+mod context;
 #[cfg(feature = "redis")]
 mod event_store;
+
+pub use context::session;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "rmcp", feature = "redis"))))]

@@ -14,6 +14,10 @@
 //!   on B restores the session there and replays the rest of that stream from Redis; an event
 //!   id of another session replays nothing; a tool call on B works on the restored rmcp
 //!   session; DELETE on B gives 404 on A.
+//! - `the_example_keeps_its_state_in_the_layer_session_on_every_node`: two nodes of the rmcp
+//!   example (`suite/examples/rmcp_server`) sharing Redis; `increment` on A, B, A counts
+//!   1, 2, 3 (the counter is the layer session's data, reached from rmcp's request context);
+//!   a log level set on B filters `notify_later` on A; DELETE on A gives 404 on B.
 //!
 //! Redis at 127.0.0.1:6379 or `REDIS_URL`; a Redis that cannot be reached fails the tests.
 //! Keys live under a unique prefix per test and only those are deleted.
@@ -44,6 +48,10 @@ use tower_mcp_session::bus::RedisBus;
 use tower_mcp_session::rmcp::{RedisEventStore, stateful, stateless};
 use tower_mcp_session::store::RedisStore;
 use tower_mcp_session::{Cluster, SessionLayer, Sessions};
+
+#[path = "../examples/rmcp_server/app.rs"]
+#[allow(dead_code)]
+mod app;
 
 const WAIT: Duration = Duration::from_secs(10);
 const VERSION: &str = "2025-11-25";
@@ -441,8 +449,9 @@ fn call(id: u64, tool: &str, token: &str) -> Value {
         "name": tool, "arguments": {}, "_meta": {"progressToken": token}}})
 }
 
-/// Opens a session on `node`: `initialize`, then `notifications/initialized`.
-async fn open(node: &Node) -> String {
+/// Opens a session on `node`: `initialize` (answered by the server named `server`), then
+/// `notifications/initialized`.
+async fn open_on(node: &Node, server: &str) -> String {
     let response =
         tokio::time::timeout(WAIT, node.router.clone().oneshot(post(None, initialize())))
             .await
@@ -455,11 +464,16 @@ async fn open(node: &Node) -> String {
         .to_owned();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(
-        String::from_utf8_lossy(&body).contains("rmcp-nodes"),
+        String::from_utf8_lossy(&body).contains(server),
         "the initialize answer"
     );
     send(node, post(Some(&id), initialized()), StatusCode::ACCEPTED).await;
     id
+}
+
+/// Opens a session of the test's own server on `node`.
+async fn open(node: &Node) -> String {
+    open_on(node, "rmcp-nodes").await
 }
 
 /// The events of a tool call's answer: a priming event, two progress notifications, the
@@ -618,5 +632,108 @@ async fn a_stream_served_by_one_node_resumes_through_the_other() {
         assert!(ttl > 0, "{key} expires");
     }
 
+    delete_keys(&prefix).await;
+}
+
+/// A node of the rmcp example with the store, bus and event store on Redis under `prefix`.
+fn example_node(prefix: &str) -> Node {
+    let url = redis_url();
+    let app = app::build(app::Config {
+        redis: Some(app::Redis {
+            store: RedisStore::open(&url, prefix).expect("store"),
+            bus: RedisBus::open(&url, prefix).expect("bus"),
+            events: RedisEventStore::open(&url, prefix)
+                .expect("event store")
+                .with_ttl(Duration::from_secs(120)),
+        }),
+        ..app::Config::default()
+    });
+    Node {
+        router: app.router,
+        sessions: app.sessions,
+        built: app.handlers,
+    }
+}
+
+/// The text of a tool call's result in an SSE answer (its last event).
+fn result_text(events: &[Sse]) -> String {
+    let last = events
+        .last()
+        .and_then(|e| e.data.clone())
+        .expect("an answer");
+    last["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a text result: {last}"))
+        .to_owned()
+}
+
+fn tool(id: u64, name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": name, "arguments": arguments}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_keeps_its_state_in_the_layer_session_on_every_node() {
+    let prefix = unique_prefix();
+    let a = example_node(&prefix);
+    let b = example_node(&prefix);
+    let id = open_on(&a, "tower-mcp-session-rmcp-example").await;
+
+    // A, B, A: one counter, in the layer session's data (Redis), whichever node answers.
+    let mut counts = Vec::new();
+    for (n, node) in [&a, &b, &a].into_iter().enumerate() {
+        let answer = send(
+            node,
+            post(Some(&id), tool(10 + n as u64, "increment", json!({}))),
+            StatusCode::OK,
+        )
+        .await;
+        counts.push(result_text(&answer));
+    }
+    assert_eq!(counts, ["1", "2", "3"]);
+    assert_eq!(b.sessions.len(), 1, "B restored the session");
+
+    // The level set on B is the session's: A's notify_later obeys it.
+    let set_level = json!({"jsonrpc": "2.0", "id": 20, "method": "logging/setLevel",
+        "params": {"level": "error"}});
+    let answer = send(&b, post(Some(&id), set_level), StatusCode::OK).await;
+    assert!(
+        answer
+            .last()
+            .and_then(|e| e.data.clone())
+            .expect("an answer")["result"]
+            .is_object()
+    );
+    let answer = send(
+        &a,
+        post(
+            Some(&id),
+            tool(21, "notify_later", json!({"message": "hi"})),
+        ),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(result_text(&answer), "filtered by the session's log level");
+
+    // DELETE on A ends the session on B too (the bus closes B's copy).
+    send(&a, delete(&id), StatusCode::NO_CONTENT).await;
+    let closed_on_b = async {
+        while b.sessions.ids().iter().any(|live| live.as_str() == id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, closed_on_b)
+        .await
+        .expect("the bus closes the session on B");
+    let response = tokio::time::timeout(
+        WAIT,
+        b.router
+            .clone()
+            .oneshot(post(Some(&id), tool(30, "increment", json!({})))),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
     delete_keys(&prefix).await;
 }

@@ -14,6 +14,13 @@
 //!   one the client did not declare answers -32021 (SEP-2575).
 //! - `test_logging_tool` logs only when the request's `_meta` asks for a log level
 //!   (2026-07-28); a 2025-11-25 session always gets its messages.
+//!
+//! What a session keeps lives in the layer's session data (`tower_mcp_session::rmcp::session`
+//! reaches it from the request context), not in the handler: the `increment` counter and the
+//! level set with `logging/setLevel` (which `notify_later` obeys). With `--redis-url` that is
+//! Redis, so every server sees the same values; a handler on one server is a fresh one after a
+//! restore on another. In `--mode rmcp-native` (no layer) the handler's own counter is used.
+//!
 //! - `subscriptions/listen` (2026-07-28) accepts what the server's capabilities advertise.
 //! - `test_custom_headers` has `x-mcp-header` annotations: rmcp checks the `Mcp-Param-*`
 //!   headers of a 2026-07-28 `tools/call` against its arguments (SEP-2243), through
@@ -226,6 +233,24 @@ struct Alive(Arc<AtomicUsize>);
 impl Drop for Alive {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The session-data key of the `increment` counter.
+const COUNTER: &str = "counter";
+/// The session-data key of the level set with `logging/setLevel`.
+const LOG_LEVEL: &str = "logLevel";
+
+/// A session-data error as a JSON-RPC error: retriable when the store is unavailable.
+fn data_error(error: tower_mcp_session::DataError) -> ErrorData {
+    if error.is_retriable() {
+        ErrorData::new(
+            rmcp::model::ErrorCode(-32010),
+            format!("Session data temporarily unavailable: retry later ({error})"),
+            Some(json!({ "retryAfterMs": 500 })),
+        )
+    } else {
+        internal(error)
     }
 }
 
@@ -1028,7 +1053,18 @@ impl Conformance {
                     Value::Object(arguments)
                 ))
             }
-            "increment" => text((self.counter.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
+            "increment" => match tower_mcp_session::rmcp::session(&context) {
+                // In the layer's session data: the same counter on every server.
+                Some(session) => {
+                    let count = session
+                        .data()
+                        .increment(COUNTER, 1)
+                        .await
+                        .map_err(data_error)?;
+                    text(count.to_string())
+                }
+                None => text((self.counter.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
+            },
             "whoami" => {
                 let info = peer
                     .peer_info()
@@ -1041,7 +1077,19 @@ impl Conformance {
                 text(serde_json::to_string(&roots).map_err(internal)?)
             }
             "notify_later" => {
-                // Sent after the answer, outside any request: on the session's GET stream.
+                // Sent after the answer, outside any request: on the session's GET stream,
+                // unless the session's level (logging/setLevel) is above info.
+                let level = match tower_mcp_session::rmcp::session(&context) {
+                    Some(session) => session
+                        .data()
+                        .get::<LoggingLevel>(LOG_LEVEL)
+                        .await
+                        .map_err(data_error)?,
+                    None => None,
+                };
+                if level.is_some_and(|level| level as u8 > LoggingLevel::Info as u8) {
+                    return Ok(text("filtered by the session's log level"));
+                }
                 let peer = peer.clone();
                 let message = arg(&request, "message");
                 tokio::spawn(async move {
@@ -1119,9 +1167,17 @@ impl ServerHandler for Conformance {
 
     async fn set_level(
         &self,
-        _request: SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        // Kept in the layer's session data, where every server of the session reads it.
+        if let Some(session) = tower_mcp_session::rmcp::session(&context) {
+            session
+                .data()
+                .insert(LOG_LEVEL, &request.level)
+                .await
+                .map_err(data_error)?;
+        }
         Ok(())
     }
 
