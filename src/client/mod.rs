@@ -69,7 +69,7 @@
 //! | the answer | what the layer does | why |
 //! |---|---|---|
 //! | 404 to a request that carried the session id | starts a new session, then sends the request again, once, whatever its method (`tools/call` included) | a 404 says the server found no session for the id, so it handed the request to nothing: sending it again cannot apply it twice |
-//! | a transport error (connection refused or reset, closed without an answer, a timeout of the inner client) | returns it ([`Error::Inner`]); sends nothing again | the server may have run the request and died before answering (a node killed with `kill -9` after a tool ran): a second `tools/call` would run it twice |
+//! | a transport error (connection refused or reset, closed without an answer, a timeout of the inner client) | returns it ([`Error::Inner`](crate::client::Error::Inner)); sends nothing again | the server may have run the request and died before answering (a node killed with `kill -9` after a tool ran): a second `tools/call` would run it twice |
 //! | 503 with `Retry-After`, 429, other 4xx and 5xx | returns the response as it is | the server said what it did; the application decides whether and when to try again |
 //! | a JSON-RPC error in a 200 (for example the example server's `-32010`, data temporarily unavailable) | returns the response as it is | the layer does not read answers beyond `initialize` |
 //!

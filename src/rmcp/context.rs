@@ -18,7 +18,7 @@ use crate::handle::session::Session;
 ///
 /// ```
 /// use rmcp::ErrorData;
-/// use rmcp::model::{CallToolResult, Content};
+/// use rmcp::model::{CallToolResult, ContentBlock};
 /// use rmcp::service::{RequestContext, RoleServer};
 /// use tower_mcp_session::rmcp::session;
 ///
@@ -30,7 +30,7 @@ use crate::handle::session::Session;
 ///         .increment("counter", 1)
 ///         .await
 ///         .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
-///     Ok(CallToolResult::success(vec![Content::text(count.to_string())]))
+///     Ok(CallToolResult::success(vec![ContentBlock::text(count.to_string())]))
 /// }
 /// ```
 pub fn session(context: &RequestContext<RoleServer>) -> Option<&Session> {
