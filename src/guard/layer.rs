@@ -5,17 +5,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, Uri, header};
-use tower_layer::Layer;
 
 use crate::guard::refused::Refused;
-use crate::guard::service::OriginGuard;
 
 /// The hosts every guard allows: loopback, by name and address.
 const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 pub(crate) type RejectionFn = Arc<dyn Fn(&Refused) -> Response<Bytes> + Send + Sync>;
 
-/// A [`Layer`] that refuses requests whose `Host`, target authority or `Origin` is not allowed
+/// A [`Layer`](tower_layer::Layer) that refuses requests whose `Host`, target authority or `Origin` is not allowed
 /// (see the [module docs](super) for the rules and answers). A plain value: each method
 /// returns the layer changed; clones share nothing mutable.
 #[derive(Clone)]
@@ -109,14 +107,6 @@ impl OriginGuardLayer {
     {
         self.rejection = Some(Arc::new(responder));
         self
-    }
-}
-
-impl<S> Layer<S> for OriginGuardLayer {
-    type Service = OriginGuard<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OriginGuard::new(inner, self.clone())
     }
 }
 

@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::guard::body::ResponseBody;
@@ -39,6 +40,16 @@ impl<S> OriginGuard<S> {
     /// The wrapped service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+// Here rather than beside the layer, so that the layer's file does not import the service's
+// (which holds the layer): no import circle.
+impl<S> Layer<S> for OriginGuardLayer {
+    type Service = OriginGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OriginGuard::new(inner, self.clone())
     }
 }
 
