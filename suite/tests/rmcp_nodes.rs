@@ -471,6 +471,17 @@ async fn open_on(node: &Node, server: &str) -> String {
     id
 }
 
+/// Waits (up to `WAIT`) until `node` no longer holds session `id`; panics with `what` if it
+/// still does.
+async fn closed(node: &Node, id: &str, what: &str) {
+    let gone = async {
+        while node.sessions.ids().iter().any(|live| live.as_str() == id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, gone).await.expect(what);
+}
+
 /// Opens a session of the test's own server on `node`.
 async fn open(node: &Node) -> String {
     open_on(node, "rmcp-nodes").await
@@ -594,14 +605,7 @@ async fn a_stream_served_by_one_node_resumes_through_the_other() {
 
     // DELETE through B ends the session on both nodes.
     send(&b, delete(&id), StatusCode::NO_CONTENT).await;
-    let closed_on_a = async {
-        while a.sessions.ids().iter().any(|live| live.as_str() == id) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, closed_on_a)
-        .await
-        .expect("the bus closes the session on A");
+    closed(&a, &id, "the bus closes the session on A").await;
     send(
         &a,
         post(Some(&id), call(4, "x", "p-4")),
@@ -717,14 +721,7 @@ async fn the_example_keeps_its_state_in_the_layer_session_on_every_node() {
 
     // DELETE on A ends the session on B too (the bus closes B's copy).
     send(&a, delete(&id), StatusCode::NO_CONTENT).await;
-    let closed_on_b = async {
-        while b.sessions.ids().iter().any(|live| live.as_str() == id) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, closed_on_b)
-        .await
-        .expect("the bus closes the session on B");
+    closed(&b, &id, "the bus closes the session on B").await;
     let response = tokio::time::timeout(
         WAIT,
         b.router
