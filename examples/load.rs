@@ -19,7 +19,8 @@
 //! `ok`, when it was first and last seen (ms since the start) and the slowest answer (ms);
 //! the `window` from the first to the last answer that was not `ok`, the answers per second
 //! before it and inside it, and the latency percentiles of the calls before and inside it. Opens are
-//! counted apart (`opens`, `open_failed`). Bounded: the run ends after `--secs`, and every
+//! counted apart (`opens`, `open_failed`); `most_failed_by_one_worker` is the largest number of
+//! answers other than `ok` that one worker saw. Bounded: the run ends after `--secs`, and every
 //! request after `--timeout-ms`.
 
 use std::sync::Arc;
@@ -329,15 +330,20 @@ async fn main() {
         }));
     }
     let mut samples = Vec::new();
+    let mut most_failed_by_one_worker = 0;
     for task in tasks {
-        samples.extend(task.await.unwrap_or_default());
+        let of_worker = task.await.unwrap_or_default();
+        let failed = of_worker.iter().filter(|s| s.kind != Kind::Ok).count();
+        most_failed_by_one_worker = most_failed_by_one_worker.max(failed);
+        samples.extend(of_worker);
     }
     let elapsed = started.elapsed().as_micros() as u64;
-    let report = summary(
+    let mut report = summary(
         &samples,
         elapsed,
         opens.load(Ordering::Relaxed),
         open_failed.load(Ordering::Relaxed),
     );
+    report["most_failed_by_one_worker"] = json!(most_failed_by_one_worker);
     println!("{report}");
 }
