@@ -354,8 +354,8 @@ impl Link {
         crate::sync::spawn(async move { link.publish_closed(&id, CloseReason::Closed).await });
     }
 
-    /// Whether the link has a bus.
-    fn has_bus(&self) -> bool {
+    /// Whether the link has a bus: messages published here reach the other nodes.
+    pub(crate) fn has_bus(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.bus.is_some())
     }
 

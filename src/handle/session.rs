@@ -86,6 +86,13 @@ impl Session {
         Subscription { receiver }
     }
 
+    /// Whether [`publish`](Self::publish) reaches the session's subscriptions on other nodes
+    /// (the layer's cluster has a bus).
+    #[cfg_attr(not(feature = "rmcp"), allow(dead_code))]
+    pub(crate) fn has_bus(&self) -> bool {
+        self.entry.backend.has_bus()
+    }
+
     /// Sends `message` to every [subscription](Self::subscribe) of this session: on every node
     /// that holds it when the layer's [cluster](crate::Cluster) has a bus, else on this one.
     ///

@@ -87,21 +87,49 @@
 //!   session replays only ids of its own, so an event id obtained elsewhere does not read
 //!   another session's stream (which would bypass the layer's principal binding).
 //!
-//! The limits of resumption with a store, all rmcp's (`LocalSessionManager::resume`,
-//! `session/local.rs` in rmcp 3.11): the replay is what the store holds when the GET arrives,
-//! and then the stream ends; it is not attached to the live stream. A request still running
-//! on the node that received it keeps running there (its rmcp session is not moved), and its
-//! later events are stored and reach the client on its next reconnection (the SSE `retry`
-//! hint), not as they happen. The same holds for the GET stream: once resumed with
-//! `Last-Event-ID`, the client gets the session's notifications by reconnecting (polling),
-//! no longer live. What lives in an rmcp session (requests in flight, requests the server
-//! sent and awaits answers to, the handler's own state) stays on its node; the restored
-//! session starts from a fresh handler. The answer to `initialize` carries the priming id
+//! A request stream resumed with `Last-Event-ID` is what the store holds when the GET arrives,
+//! and then the stream ends (rmcp's `LocalSessionManager::resume`, `session/local.rs` in rmcp
+//! 3.11): a request still running on the node that received it keeps running there, and its
+//! later events reach the client on its next reconnection (the SSE `retry` hint). A GET
+//! stream resumed with `Last-Event-ID` on a layer with a bus replays what it missed and then
+//! stays live ([below](#several-nodes)). The answer to `initialize` carries the priming id
 //! `0` whatever the store (rmcp's `tower.rs`): resuming from it replays nothing. Events are
 //! stored as the JSON of rmcp's message and replayed as rmcp parses it back (what rmcp's
 //! model types keep). The store is on the path of every event: an event the store fails to
 //! write (past its timeout) is not sent, and a request whose stream cannot start (its
 //! priming event not written) fails with 500.
+//!
+//! ## Several nodes
+//!
+//! Behind a balancer without stickiness, each node a session's requests land on holds its
+//! own rmcp copy of the session (the layer restores it there). What must cross between the
+//! copies goes through the layer's [bus](crate::Cluster::bus) (with a cluster that has one;
+//! without, nothing changes from rmcp's behaviour on one node):
+//!
+//! - **State**: an rmcp handler keeps what must survive a change of node in the layer
+//!   session's [data](crate::SessionData), reached with [`session`] from its request context;
+//!   the handler's own fields are per copy.
+//! - **The GET stream**: what a copy sends outside a request (logging, list-changed, resource
+//!   updates, requests not tied to a client request) is published on the bus, and a GET
+//!   stream on any node is the session's bus subscription there: it gets every copy's
+//!   messages, each copy's in order, once per open GET stream. With an event store their
+//!   ids are the store's, and a GET with `Last-Event-ID` on any node replays what the client
+//!   missed, then continues live; without one, it continues live only (the missed events
+//!   were in the memory of the copy that sent them). Two GET streams open at once (on one
+//!   node or two) each get every message, where rmcp on one node feeds only the first.
+//! - **Answers to server-initiated requests**: rmcp numbers each copy's requests to the
+//!   client from 0, so the layer renames them `tms.<copy>.<number>` on the way out (the
+//!   client answers with the id it was given, MCP 2025-11-25, Basic, Requests); an answer
+//!   POSTed to another node is sent over the bus to the copy that asked, which gets it under
+//!   its own number: its `create_message`, `list_roots` or elicitation completes. An answer
+//!   with an id no copy gave is taken by the copy that received it, as rmcp does (202).
+//! - **Cancellations**: a `notifications/cancelled` reaches every copy; the one running the
+//!   request cancels it, the others ignore an id they do not know (as rmcp does).
+//!
+//! Each relayed message is one bus publish; the relay holds one bus subscription per session
+//! per node (the layer's channel per session, already subscribed while the node holds the
+//! session: no extra round trip). A message the bus fails to take is lost and logged at
+//! debug level (the bus's outage itself is logged once by the layer).
 //!
 //! rmcp checks the `Host` header of every request, the replayed `initialize` included, against
 //! [`allowed_hosts`](StreamableHttpServerConfig::allowed_hosts) (DNS rebinding protection),
@@ -120,13 +148,15 @@
 //!   own [store](crate::Cluster) does that job.
 //! - Event ids are scoped to their session (above); rmcp's own manager replays any id its
 //!   store knows.
+//! - With a bus, the ids of the server's requests to the client are strings
+//!   `tms.<copy>.<number>` instead of rmcp's numbers ([Several nodes](#several-nodes)).
 //! - rmcp answers in SSE in stateful mode, even with `json_response`.
 
 use std::fmt;
 use std::future::{Ready, ready};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -144,7 +174,8 @@ use rmcp::transport::streamable_http_server::session::{
     SessionId as RmcpSessionId, SessionManager,
 };
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tokio_stream::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::handle::session::{Session, WeakSession};
@@ -154,6 +185,9 @@ use crate::info::SessionInfo;
 mod context;
 #[cfg(feature = "redis")]
 mod event_store;
+mod relay;
+
+use relay::{Relay, Route};
 
 pub use context::session;
 
@@ -283,7 +317,7 @@ where
 
     fn make_session(&self, info: SessionInfo, _inner: S) -> Self::Future {
         let cancel = self.config.cancellation_token.child_token();
-        let session = Arc::new(OnceLock::new());
+        let relay = Relay::new();
         let config = self.config.clone().with_cancellation_token(cancel.clone());
         let id: RmcpSessionId = Arc::from(info.id().as_str());
         let mut inner = LocalSessionManager::default();
@@ -292,19 +326,21 @@ where
             inner = inner.with_event_store(Arc::new(SessionEvents {
                 prefix: format!("{id}/"),
                 store: Arc::clone(store),
+                relay: Arc::clone(&relay),
             }));
         }
         let manager = OneSession {
             id,
-            inner,
-            session: Arc::clone(&session),
+            inner: Arc::new(inner),
+            relay: Arc::clone(&relay),
+            cancel: cancel.clone(),
         };
         let handler = Arc::clone(&self.handler);
         let service = StreamableHttpService::new(move || handler(), Arc::new(manager), config);
         ready(Ok((
             RmcpService {
                 service,
-                session,
+                relay,
                 _cancel: Arc::new(CancelOnDrop { token: cancel }),
             },
             (),
@@ -328,8 +364,9 @@ impl Drop for CancelOnDrop {
 /// the service (after the session is closed and its requests have finished).
 pub struct RmcpService<H> {
     service: RmcpHttpService<H>,
-    /// The layer's session, taken from the first request (the opening one always carries it).
-    session: Arc<OnceLock<WeakSession>>,
+    /// Holds the layer's session, taken from the first request (the opening one always
+    /// carries it).
+    relay: Arc<Relay>,
     _cancel: Arc<CancelOnDrop>,
 }
 
@@ -344,7 +381,7 @@ impl<H> Clone for RmcpService<H> {
     fn clone(&self) -> Self {
         Self {
             service: self.service.clone(),
-            session: Arc::clone(&self.session),
+            relay: Arc::clone(&self.relay),
             _cancel: Arc::clone(&self._cancel),
         }
     }
@@ -375,10 +412,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.session.get().is_none()
+        if self.relay.session().is_none()
             && let Some(session) = req.extensions().get::<Session>()
         {
-            let _ = self.session.set(session.downgrade());
+            self.relay.attach(session);
         }
         self.service.call(req)
     }
@@ -390,9 +427,12 @@ where
 pub struct OneSession {
     id: RmcpSessionId,
     /// Holds this session only; its event store (if any) is a `SessionEvents`.
-    inner: LocalSessionManager,
-    /// The layer's session (see [`RmcpService`]), to close when rmcp ends it.
-    session: Arc<OnceLock<WeakSession>>,
+    inner: Arc<LocalSessionManager>,
+    /// The layer's session (see [`RmcpService`]), to close when rmcp ends it, and what this
+    /// copy shares with the session's copies on other nodes.
+    relay: Arc<Relay>,
+    /// The session's token: ends the relay's tasks.
+    cancel: CancellationToken,
 }
 
 impl fmt::Debug for OneSession {
@@ -413,6 +453,92 @@ impl OneSession {
             Err(LocalSessionManagerError::SessionNotFound(id.clone()))
         }
     }
+}
+
+/// A boxed stream of SSE events, for the methods that return one of two kinds.
+type SseStream = Pin<Box<dyn Stream<Item = ServerSseMessage> + Send + Sync + 'static>>;
+
+impl OneSession {
+    /// The layer session, when this copy relays through the layer's bus.
+    fn relayed(&self) -> Option<Session> {
+        if !self.relay.across() {
+            return None;
+        }
+        self.relay.session().and_then(WeakSession::upgrade)
+    }
+
+    /// Publishes `message` to the session's copies; a failure is logged (the bus's outage is
+    /// logged once by the layer).
+    async fn publish(&self, message: Bytes) {
+        if let Some(session) = self.relayed()
+            && let Err(error) = session.publish(message).await
+        {
+            tracing::debug!(%error, "rmcp session: a message for another node was lost");
+        }
+    }
+
+    /// Starts this copy's part of the relay: its common stream pumped into the bus, and the
+    /// answers and cancellations for it taken from the bus.
+    async fn start_relay(&self, id: &RmcpSessionId) {
+        let Some(session) = self.relayed() else {
+            return;
+        };
+        // Subscribed before the first answer can be sent to another node.
+        let mut subscription = session.subscribe();
+        let common = match self.inner.create_standalone_stream(id).await {
+            Ok(common) => common,
+            Err(error) => {
+                tracing::warn!(%error, "rmcp session: its common stream cannot be relayed");
+                return;
+            }
+        };
+        let (relay, weak) = (Arc::clone(&self.relay), session.downgrade());
+        tokio::spawn(self.cancel.clone().run_until_cancelled_owned(async move {
+            let mut common = std::pin::pin!(common);
+            while let Some(event) = common.next().await {
+                let event = relay.name_event(event);
+                let Some(session) = weak.upgrade() else {
+                    break;
+                };
+                if let Err(error) = session.publish(relay::event_message(&event)).await {
+                    tracing::debug!(%error, "rmcp session: an event of its GET stream was lost");
+                }
+            }
+        }));
+        let (relay, inner, id) = (Arc::clone(&self.relay), Arc::clone(&self.inner), id.clone());
+        tokio::spawn(self.cancel.clone().run_until_cancelled_owned(async move {
+            while let Some(bytes) = subscription.recv().await {
+                if let Some(message) = relay.take(&bytes)
+                    && let Err(error) = inner.accept_message(&id, message).await
+                {
+                    tracing::debug!(%error, "rmcp session: a message from another node was refused");
+                }
+            }
+        }));
+    }
+}
+
+/// The events of the session's common stream published on the bus, as this node receives
+/// them from now on; ends when the session closes here.
+fn bus_events(session: &Session) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
+    BroadcastStream::new(session.subscribe().receiver)
+        .filter_map(|message| relay::event_of(&message.ok()?))
+}
+
+/// Whether `event_id` is one of a common (GET) stream's: the store's `<entry>@<stream>` with
+/// a stream id ending in `:common`, or rmcp's own `<index>` (a request's is `<index>/<id>`).
+fn is_common(event_id: &str) -> bool {
+    match event_id.split_once('@') {
+        Some((_, stream)) => stream.ends_with(":common"),
+        None => !event_id.contains('/'),
+    }
+}
+
+/// The Redis entry id (`<ms>-<seq>`) of an event stored by the event store, as numbers.
+fn entry_of(event: &ServerSseMessage) -> Option<(u64, u64)> {
+    let (entry, _) = event.event_id.as_deref()?.split_once('@')?;
+    let (ms, seq) = entry.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 impl SessionManager for OneSession {
@@ -436,7 +562,11 @@ impl SessionManager for OneSession {
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
         self.check(id)?;
-        self.inner.initialize_session(id, message).await
+        let answer = self.inner.initialize_session(id, message).await?;
+        if self.relay.across() {
+            self.start_relay(id).await;
+        }
+        Ok(answer)
     }
 
     async fn has_session(&self, id: &RmcpSessionId) -> Result<bool, Self::Error> {
@@ -451,7 +581,7 @@ impl SessionManager for OneSession {
         // rmcp ended the session (or the layer did, and dropped this service: then its entry
         // is gone and this does nothing). The layer's session closes too, so that its id
         // answers 404 and its place under the limits is free; only this very session, never a newer copy.
-        if let Some(session) = self.session.get() {
+        if let Some(session) = self.relay.session() {
             session.close();
         }
         Ok(())
@@ -463,7 +593,9 @@ impl SessionManager for OneSession {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.check(id)?;
-        self.inner.create_stream(id, message).await
+        let relay = Arc::clone(&self.relay);
+        let stream = self.inner.create_stream(id, message).await?;
+        Ok(stream.map(move |event| relay.name_event(event)))
     }
 
     async fn accept_message(
@@ -472,7 +604,18 @@ impl SessionManager for OneSession {
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
         self.check(id)?;
-        self.inner.accept_message(id, message).await
+        match self.relay.route(message) {
+            Route::Here(message) => self.inner.accept_message(id, message).await,
+            Route::To(tag, message) => {
+                self.publish(relay::answer_message(&tag, &message)).await;
+                Ok(())
+            }
+            Route::Everywhere(message) => {
+                self.publish(relay::cancel_message(self.relay.tag(), &message))
+                    .await;
+                self.inner.accept_message(id, message).await
+            }
+        }
     }
 
     async fn create_standalone_stream(
@@ -480,7 +623,10 @@ impl SessionManager for OneSession {
         id: &RmcpSessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.check(id)?;
-        self.inner.create_standalone_stream(id).await
+        if let Some(session) = self.relayed() {
+            return Ok(Box::pin(bus_events(&session)) as SseStream);
+        }
+        Ok(Box::pin(self.inner.create_standalone_stream(id).await?) as SseStream)
     }
 
     async fn resume(
@@ -491,7 +637,34 @@ impl SessionManager for OneSession {
         // With an event store, `LocalSessionManager::resume` replays from the store without
         // looking at `id`: the id is checked here, the event id by `SessionEvents`.
         self.check(id)?;
-        self.inner.resume(id, last_event_id).await
+        if let Some(session) = self.relayed()
+            && is_common(&last_event_id)
+        {
+            // Subscribed before the replay, so that nothing falls between the two; what the
+            // live stream repeats of the replay is skipped by entry id.
+            let live = bus_events(&session);
+            if self.inner.event_store().is_none() {
+                // The missed events were in the memory of the copy that sent them.
+                return Ok(Box::pin(live) as SseStream);
+            }
+            let replay = self.inner.resume(id, last_event_id).await?;
+            let last = Arc::new(std::sync::Mutex::new(None));
+            let seen = Arc::clone(&last);
+            let replay = replay.map(move |event| {
+                if let Some(entry) = entry_of(&event) {
+                    *crate::sync::lock(&seen) = Some(entry);
+                }
+                event
+            });
+            let live = live.filter(move |event| {
+                let last = *crate::sync::lock(&last);
+                last.is_none() || entry_of(event).is_none_or(|entry| Some(entry) > last)
+            });
+            return Ok(Box::pin(replay.chain(live)) as SseStream);
+        }
+        let relay = Arc::clone(&self.relay);
+        let stream = self.inner.resume(id, last_event_id).await?;
+        Ok(Box::pin(stream.map(move |event| relay.name_event(event))) as SseStream)
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
@@ -508,6 +681,8 @@ struct SessionEvents {
     /// `<session id>/`.
     prefix: String,
     store: Arc<dyn EventStore>,
+    /// Names the requests of the events stored, as the copy's streams show them.
+    relay: Arc<Relay>,
 }
 
 impl SessionEvents {
@@ -533,7 +708,8 @@ impl EventStore for SessionEvents {
     {
         Box::pin(async move {
             let scoped = format!("{}{stream_id}", self.prefix);
-            self.store.store_event(&scoped, event).await
+            let event = self.relay.name_event(event.clone());
+            self.store.store_event(&scoped, &event).await
         })
     }
 

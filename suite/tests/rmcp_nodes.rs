@@ -734,3 +734,160 @@ async fn the_example_keeps_its_state_in_the_layer_session_on_every_node() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     delete_keys(&prefix).await;
 }
+
+fn get(id: &str, last_event_id: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get("/mcp")
+        .header(HOST, "localhost")
+        .header(ACCEPT, "text/event-stream")
+        .header(MCP_PROTOCOL_VERSION, VERSION)
+        .header(MCP_SESSION_ID, id);
+    if let Some(last) = last_event_id {
+        builder = builder.header(LAST_EVENT_ID, last);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+/// An SSE answer read event by event while it is still open.
+struct Live {
+    body: Body,
+    buffer: String,
+}
+
+impl Live {
+    /// Sends `request` to `node` and checks that it answers 200.
+    async fn open(node: &Node, request: Request<Body>) -> Self {
+        let response = tokio::time::timeout(WAIT, node.router.clone().oneshot(request))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        Self {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with data (priming events and keep-alives skipped).
+    async fn next(&mut self, what: &str) -> Value {
+        self.next_event(what).await.data.expect("data")
+    }
+
+    /// The next event with data, with its id.
+    async fn next_event(&mut self, what: &str) -> Sse {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_sse(&block).into_iter().find(|e| e.data.is_some()) {
+                    return event;
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(WAIT, self.body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("{what}: nothing within {WAIT:?}"))
+                .unwrap_or_else(|| panic!("{what}: the stream ended"))
+                .expect("a readable stream");
+            if let Ok(data) = frame.into_data() {
+                self.buffer
+                    .push_str(&String::from_utf8_lossy(&data).replace("\r\n", "\n"));
+            }
+        }
+    }
+}
+
+fn log_text(data: &Value) -> &str {
+    assert_eq!(data["method"], "notifications/message", "{data}");
+    data["params"]["data"].as_str().expect("a text log message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_answers_cross_to_whichever_node_the_client_uses() {
+    let prefix = unique_prefix();
+    let a = example_node(&prefix);
+    let b = example_node(&prefix);
+    let id = open_on(&a, "tower-mcp-session-rmcp-example").await;
+
+    // The GET stream is on B; the notification is sent by A's copy, outside any request.
+    let mut stream = Live::open(&b, get(&id, None)).await;
+    let answer = send(
+        &a,
+        post(
+            Some(&id),
+            tool(2, "notify_later", json!({"message": "from a"})),
+        ),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(result_text(&answer), "scheduled");
+    assert_eq!(
+        log_text(&stream.next("A's notification on B").await),
+        "from a"
+    );
+    // And one sent by B's own copy arrives on the same stream, after it.
+    send(
+        &b,
+        post(
+            Some(&id),
+            tool(3, "notify_later", json!({"message": "from b"})),
+        ),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        log_text(&stream.next("B's notification on B").await),
+        "from b"
+    );
+    drop(stream);
+
+    // A's tool asks the client for its roots on its answer stream; the client answers
+    // through B, and the tool on A completes.
+    let mut call = Live::open(&a, post(Some(&id), tool(4, "list_roots", json!({})))).await;
+    let ask = call.next("roots/list from A").await;
+    assert_eq!(ask["method"], "roots/list", "{ask}");
+    let asked = ask["id"].clone();
+    assert!(
+        asked.as_str().is_some_and(|id| id.starts_with("tms.")),
+        "the request's id names the copy that asked: {asked}"
+    );
+    let roots = json!({"jsonrpc": "2.0", "id": asked, "result": {"roots": [
+        {"uri": "file:///from-b", "name": "b"}]}});
+    send(&b, post(Some(&id), roots), StatusCode::ACCEPTED).await;
+    let done = call.next("the tool's answer on A").await;
+    assert_eq!(done["id"], 4, "{done}");
+    let text = done["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("file:///from-b"), "{text}");
+
+    // An answer nobody asked for is taken as on one node: 202, nothing else happens.
+    let stray = json!({"jsonrpc": "2.0", "id": "tms.000000000000.7", "result": {}});
+    send(&b, post(Some(&id), stray), StatusCode::ACCEPTED).await;
+
+    // The GET stream on B is cut after "one"; "two" is sent meanwhile; resumed on A with
+    // the id of "one", it replays "two" and stays live: "three" arrives on it.
+    let notify = |n: u64, message: &str| {
+        post(
+            Some(&id),
+            tool(n, "notify_later", json!({"message": message})),
+        )
+    };
+    let mut stream = Live::open(&b, get(&id, None)).await;
+    send(&a, notify(5, "one"), StatusCode::OK).await;
+    let one = stream.next_event("one").await;
+    assert_eq!(log_text(one.data.as_ref().unwrap()), "one");
+    let one_id = one.id.expect("an event id");
+    assert!(
+        one_id.contains(&format!("@{id}/")),
+        "a stored event of this session: {one_id}"
+    );
+    drop(stream);
+    send(&b, notify(6, "two"), StatusCode::OK).await;
+    // notify_later sends 100 ms after its answer: let it reach the store.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut stream = Live::open(&a, get(&id, Some(&one_id))).await;
+    assert_eq!(log_text(&stream.next("two, replayed").await), "two");
+    send(&b, notify(7, "three"), StatusCode::OK).await;
+    assert_eq!(log_text(&stream.next("three, live").await), "three");
+    drop(stream);
+    send(&a, delete(&id), StatusCode::NO_CONTENT).await;
+    closed(&b, &id, "the bus closes the session on B").await;
+    delete_keys(&prefix).await;
+}
