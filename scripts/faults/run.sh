@@ -76,14 +76,7 @@ die() {
   exit 1
 }
 
-need() { # need COMMAND PACKAGE: installs the Debian package when the command is missing
-  command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] && return 0
-  note "installing Debian's $2"
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null || die "apt-get install $2 failed"
-}
+need() { need_package "$1" "$2" || die "apt-get install $2 failed"; }
 need haproxy haproxy
 need redis-server redis-server
 need redis-cli redis-tools

@@ -43,3 +43,14 @@ stop_server() {
   stop_group "$SERVER_PID"
   SERVER_PID=""
 }
+
+# need_package COMMAND PACKAGE: installs Debian's PACKAGE with apt-get when COMMAND is missing
+# (as root, or through sudo); returns non-zero if that fails.
+need_package() {
+  command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] && return 0
+  echo "installing Debian's $2 (apt-get)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
