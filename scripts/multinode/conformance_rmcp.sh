@@ -12,8 +12,10 @@
 #
 # Usage: scripts/multinode/conformance_rmcp.sh
 # Environment: REDIS_URL (default redis://127.0.0.1:6379; keys under a unique prefix, deleted
-# afterwards), CONFORMANCE_SCENARIOS (overrides the list below), plus what conformance.sh
-# reads. Installs haproxy with apt-get when missing. Logs: .interop/logs/rmcp-nodes-*.log.
+# afterwards), CONFORMANCE_SCENARIOS and CONFORMANCE_SCENARIOS_2026 (override the lists
+# below; "" skips a pass), RMCP_NODES_STATE_KEY (the nodes' shared requestState key; random
+# by default, "" for none: the multi round-trip scenarios then fail), plus what
+# conformance.sh reads. Installs haproxy with apt-get when missing. Logs: .interop/logs/rmcp-nodes-*.log.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +34,12 @@ SCENARIOS="server-initialize server-session-lifecycle logging-set-level ping
 tools-call-with-logging tools-call-with-progress tools-call-sampling tools-call-elicitation
 elicitation-sep1034-defaults elicitation-sep1330-enums server-sse-polling
 server-sse-multiple-streams resources-subscribe resources-unsubscribe tools-call-simple-text"
+# The 2026-07-28 multi round-trip scenarios (SEP-2322, sessionless): each round is a new
+# request, so the rounds alternate between the nodes; the nodes share a requestState key.
+SCENARIOS_2026="input-required-result-basic-elicitation input-required-result-basic-sampling
+input-required-result-basic-list-roots input-required-result-request-state
+input-required-result-multiple-input-requests input-required-result-multi-round
+input-required-result-tampered-state input-required-result-non-tool-request"
 
 note() { echo "rmcp-nodes: $*"; }
 die() {
@@ -68,6 +76,7 @@ note "building the rmcp example (cargo build -p tower-mcp-session-suite --exampl
 cargo build -p tower-mcp-session-suite --example rmcp_server || die "cargo build failed"
 SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/rmcp_server"
 
+STATE_KEY="${RMCP_NODES_STATE_KEY-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 A_PORT="$(free_port)"
 B_PORT="$(free_port)"
 LB_PORT="$(free_port)"
@@ -75,7 +84,9 @@ STATS_PORT="$(free_port)"
 start_node() { # start_node NAME PORT: sets the node's PID in NAME_PID
   local log="$LOG_DIR/rmcp-nodes-$1.log"
   # The Host the conformance client sends is the balancer's, on loopback: allowed by default.
-  RUST_LOG="tower_mcp_session=debug,info" setsid "$SERVER" --bind "127.0.0.1:$2" \
+  local envs=("RUST_LOG=tower_mcp_session=debug,info")
+  [ -z "$STATE_KEY" ] || envs+=("MCP_REQUEST_STATE_KEY=$STATE_KEY")
+  env "${envs[@]}" setsid "$SERVER" --bind "127.0.0.1:$2" \
     --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" >"$log" 2>&1 </dev/null &
   eval "${1^^}_PID=$!"
   local deadline=$((SECONDS + 60))
@@ -117,21 +128,27 @@ until http_answers "$LB_PORT"; do
 done
 note "nodes a=127.0.0.1:$A_PORT b=127.0.0.1:$B_PORT behind HAProxy 127.0.0.1:$LB_PORT (round robin), Redis prefix $PREFIX"
 
-out="$LOG_DIR/rmcp-nodes-conformance.out"
-rc=0
-# shellcheck disable=SC2086 # collapses the newlines
-CONFORMANCE_SPEC_VERSION=2025-11-25 CONFORMANCE_SCENARIOS="$(echo ${CONFORMANCE_SCENARIOS:-$SCENARIOS})" \
-  bash "$ROOT/scripts/interop/conformance.sh" "http://127.0.0.1:$LB_PORT/mcp" >"$out" 2>&1 || rc=$?
-grep -E '^(PASS|FAIL) |^    \[' "$out" || true
-summary="$(grep -E '^conformance: [0-9]+ passed' "$out" | tail -n 1 || true)"
-[ -n "$summary" ] || { cat "$out"; die "conformance.sh stopped early (exit $rc)"; }
+problems=()
+# run_pass SPEC SCENARIOS: conformance.sh at SPEC through the balancer; its PASS/FAIL lines.
+run_pass() {
+  local spec="$1" scenarios="$2" out="$LOG_DIR/rmcp-nodes-conformance-$1.out" rc=0 summary
+  [ -n "$scenarios" ] || return 0
+  # shellcheck disable=SC2086 # collapses the newlines
+  CONFORMANCE_SPEC_VERSION="$spec" CONFORMANCE_SCENARIOS="$(echo $scenarios)" \
+    bash "$ROOT/scripts/interop/conformance.sh" "http://127.0.0.1:$LB_PORT/mcp" >"$out" 2>&1 || rc=$?
+  grep -E '^(PASS|FAIL) |^    \[' "$out" | sed -E "s/^(PASS|FAIL) /\1 [$spec] /" || true
+  summary="$(grep -E '^conformance: [0-9]+ passed' "$out" | tail -n 1 || true)"
+  [ -n "$summary" ] || { cat "$out"; die "conformance.sh stopped early (exit $rc)"; }
+  note "spec $spec: $summary"
+  [ "$rc" -eq 0 ] || problems+=("spec $spec: $summary")
+}
+run_pass 2025-11-25 "${CONFORMANCE_SCENARIOS-$SCENARIOS}"
+run_pass 2026-07-28 "${CONFORMANCE_SCENARIOS_2026-$SCENARIOS_2026}"
 
 served() { # served NAME: the requests HAProxy sent to server NAME
   curl -s -m 2 "http://127.0.0.1:$STATS_PORT/stats;csv" \
     | awk -F, -v s="$1" '$1 == "nodes" && $2 == s { print $8 }'
 }
-problems=()
-[ "$rc" -eq 0 ] || problems+=("conformance: $summary")
 for name in a b; do
   requests="$(served "$name")"
   restored="$(grep -c "session restored from the store" "$LOG_DIR/rmcp-nodes-$name.log" || true)"
@@ -144,4 +161,4 @@ if [ "${#problems[@]}" -gt 0 ]; then
   echo "FAIL rmcp-nodes: ${problems[*]} (output: $out)"
   exit 1
 fi
-echo "PASS rmcp-nodes: $summary, through two nodes"
+echo "PASS rmcp-nodes: every scenario passed through two nodes"

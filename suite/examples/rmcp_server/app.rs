@@ -53,6 +53,7 @@ use rmcp::model::{
     ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
     UnsubscribeRequestParams,
 };
+use rmcp::model::{RequestStateCodec, SealOptions};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -86,6 +87,9 @@ pub struct Config {
     /// Browser origins allowed to call the server cross-origin: their `Origin` passes the
     /// guard and CORS answers their preflights. Default: none (no CORS).
     pub allowed_origins: Vec<String>,
+    /// How `requestState` handles are kept (SEP-2322): in this process by default; give every
+    /// server the same [`RequestStates::sealed`] to make them valid on all of them.
+    pub request_states: Arc<RequestStates>,
 }
 
 /// What [`Config::redis`] holds.
@@ -107,6 +111,7 @@ impl Default for Config {
             redis: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            request_states: Arc::default(),
         }
     }
 }
@@ -128,7 +133,7 @@ pub fn build(config: Config) -> App {
     let handlers = Arc::new(AtomicUsize::new(0));
     // One table of requestState handles for both paths (a 2026-07-28 client may retry on
     // any connection; every handler of this process can redeem them).
-    let states = Arc::new(RequestStates::default());
+    let states = Arc::clone(&config.request_states);
     let live = Arc::clone(&handlers);
     let shared = Arc::clone(&states);
     let rmcp_config = rmcp_config(&config);
@@ -578,17 +583,23 @@ const STATE_TTL: Duration = Duration::from_secs(10 * 60);
 /// Most handles outstanding at once (then the oldest goes).
 const MAX_STATES: usize = 10_000;
 
-/// The `requestState` handles this server issued (SEP-2322), each with the request it belongs
-/// to and the answers the client gave in earlier rounds. The state stays here: the client
-/// holds an unguessable handle (a counter under a per-process keyed hash), good for one
-/// retry, so a forged, altered, replayed or expired one is simply unknown. This fits one
-/// process; servers behind a balancer would seal the state into the string itself with
-/// rmcp's `RequestStateCodec` (HMAC-SHA256, rmcp feature `request-state`) and a shared key.
+/// The `requestState` handles this server issued (SEP-2322), each for the request it belongs
+/// to, with the answers the client gave in earlier rounds.
+///
+/// Without a key the state stays in this process: the client holds an unguessable handle (a
+/// counter under a per-process keyed hash), good for one retry, so a forged, altered,
+/// replayed or expired one is simply unknown; another server behind the same balancer does
+/// not know it. With a key ([`RequestStates::sealed`], the same on every server) the state is
+/// sealed into the string itself with rmcp's `RequestStateCodec` (HMAC-SHA256, bound to the
+/// request's name, 10 minutes): any server holding the key opens it, a forged, altered or
+/// expired one fails verification, but a copy can be retried within its 10 minutes (nothing
+/// is kept to tell a second use).
 #[derive(Default)]
 pub struct RequestStates {
     keys: RandomState,
     next: AtomicU64,
     issued: Mutex<HashMap<String, Issued>>,
+    codec: Option<RequestStateCodec>,
 }
 
 struct Issued {
@@ -598,8 +609,30 @@ struct Issued {
 }
 
 impl RequestStates {
+    /// States sealed with `key` (at least 32 bytes, the same on every server), valid on every
+    /// server that holds it.
+    pub fn sealed(key: &[u8]) -> Result<Self, String> {
+        let codec = RequestStateCodec::try_new(key.to_vec()).map_err(|e| {
+            format!(
+                "the requestState key: {e} (at least {} bytes)",
+                RequestStateCodec::MIN_KEY_LENGTH
+            )
+        })?;
+        Ok(Self {
+            codec: Some(codec),
+            ..Self::default()
+        })
+    }
+
     /// A new handle for `request` (a tool or prompt name) with the answers so far.
     fn issue(&self, request: &str, answers: InputResponses) -> String {
+        if let Some(codec) = &self.codec {
+            let options = SealOptions::new()
+                .associated_data(request.as_bytes())
+                .ttl(STATE_TTL);
+            // A map of JSON values always serializes.
+            return codec.seal_json_with(&answers, &options).unwrap_or_default();
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let handle = format!("{n:x}.{:016x}", self.keys.hash_one(n));
         let now = Instant::now();
@@ -628,6 +661,11 @@ impl RequestStates {
     /// The answers behind `handle`, once; -32602 if this server did not issue it for
     /// `request`, or it expired or was used.
     fn redeem(&self, request: &str, handle: &str) -> Result<InputResponses, ErrorData> {
+        if let Some(codec) = &self.codec {
+            return codec
+                .open_json_with(handle, request.as_bytes())
+                .map_err(|_| refused_state());
+        }
         let issued = self
             .issued
             .lock()
@@ -637,12 +675,25 @@ impl RequestStates {
             Some(state) if state.request == request && state.at.elapsed() < STATE_TTL => {
                 Ok(state.answers)
             }
-            _ => Err(ErrorData::invalid_params(
-                "requestState failed verification: not issued by this server for this request, expired or already used",
-                None,
-            )),
+            _ => Err(refused_state()),
         }
     }
+}
+
+impl std::fmt::Debug for RequestStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestStates")
+            .field("sealed", &self.codec.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// -32602 for a `requestState` that does not verify.
+fn refused_state() -> ErrorData {
+    ErrorData::invalid_params(
+        "requestState failed verification: not issued by this server for this request, expired or already used",
+        None,
+    )
 }
 
 /// The tools that take several rounds (SEP-2322).

@@ -93,6 +93,11 @@ struct Args {
     /// without draining.
     #[arg(long, env = "MCP_DRAIN_SECS", default_value_t = 5)]
     drain_secs: u64,
+    /// Seals SEP-2322 `requestState` handles with this key (HMAC-SHA256, at least 32 bytes),
+    /// so that a multi round-trip request may retry on any server given the same key.
+    /// Without it the handles are kept in this process.
+    #[arg(long, env = "MCP_REQUEST_STATE_KEY", hide_env_values = true)]
+    request_state_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +135,12 @@ async fn main() -> std::io::Result<()> {
         redis,
         allowed_hosts: args.allowed_hosts.clone(),
         allowed_origins: args.allowed_origins.clone(),
+        request_states: Arc::new(match &args.request_state_key {
+            Some(key) => {
+                app::RequestStates::sealed(key.as_bytes()).map_err(std::io::Error::other)?
+            }
+            None => app::RequestStates::default(),
+        }),
     });
     let native = app::Config {
         allowed_hosts: args.allowed_hosts,
