@@ -649,6 +649,38 @@ async fn increment_of_a_non_integer_fails() {
     assert!(error.to_string().contains("overflow"), "{error}");
 }
 
+#[tokio::test]
+async fn increment_is_exact_over_the_whole_i64_range() {
+    let (scope, _con) = Scope::new().await;
+    let store = scope.store();
+    let session = record(&new_id(), None);
+    store.create(&session, None).await.unwrap();
+    let id = &session.id;
+
+    // Beyond 2^53 a double (Lua's number) can no longer hold every integer.
+    assert!(
+        store
+            .data_insert(id, "n", i64::MAX.to_string())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.data_increment(id, "n", -1).await.unwrap(),
+        Some(i64::MAX - 1)
+    );
+    assert_eq!(
+        store.data_get(id, "n").await.unwrap().as_deref(),
+        Some("9223372036854775806")
+    );
+    let big = (1_i64 << 53) + 1;
+    assert!(store.data_insert(id, "m", "0".into()).await.unwrap());
+    assert_eq!(store.data_increment(id, "m", big).await.unwrap(), Some(big));
+    assert_eq!(
+        store.data_increment(id, "m", i64::MIN).await.unwrap(),
+        Some(big + i64::MIN)
+    );
+}
+
 /// CRC16/XMODEM, the hash of Redis Cluster key slots.
 fn crc16(bytes: &[u8]) -> u16 {
     let mut crc = 0u16;

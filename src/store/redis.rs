@@ -125,10 +125,13 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
 /// `HINCRBY` of `d:<key>` only if the record exists. `KEYS[1]` the record, `ARGV[1]` the
-/// field, `ARGV[2]` the increment. Returns the new value, or nil if there is no record.
+/// field, `ARGV[2]` the increment. Returns the new value as Redis's text of it (`HGET`), or
+/// nil if there is no record: `HINCRBY`'s integer reply becomes a Lua number, a double,
+/// which is not exact beyond 2^53.
 const INCREMENT_SCRIPT: &str = "\
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])";
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])";
 
 /// A new record, only if none exists under its id. `KEYS[1]` the record, `ARGV[1]` the time to
 /// live in ms (`0`: none), then field/value pairs. Returns 1 if written, 0 if the id is taken.
