@@ -19,6 +19,14 @@
 //!   1, 2, 3 (the counter is the layer session's data, reached from rmcp's request context);
 //!   a log level set on B filters `notify_later` on A; DELETE on A gives 404 on B.
 //!
+//! - `notifications_and_answers_cross_to_whichever_node_the_client_uses`: two example nodes;
+//!   a notification A's copy sends outside a request reaches the GET stream on B (and B's own
+//!   after it); `list_roots` on A asks on its answer stream with an id naming A's copy, the
+//!   answer POSTed to B completes the tool on A; a stray answer is 202; a GET stream cut on B
+//!   and resumed on A with `Last-Event-ID` replays what it missed and stays live.
+//! - `a_cancellation_posted_to_another_node_cancels_the_request`: a tool running on A is
+//!   cancelled by a `notifications/cancelled` POSTed to B.
+//!
 //! Redis at 127.0.0.1:6379 or `REDIS_URL`; a Redis that cannot be reached fails the tests.
 //! Keys live under a unique prefix per test and only those are deleted.
 
@@ -276,8 +284,13 @@ async fn the_event_store_keeps_a_bounded_number_of_events() {
 // --- Two nodes -------------------------------------------------------------------------------
 
 /// A tool server: every tool reports progress twice (if the call has a progress token), then
-/// answers `done <tool>`.
+/// answers `done <tool>`; but `wait`, which runs until it is cancelled and counts that in
+/// [`CANCELLED`].
 struct Worker;
+
+/// `wait` calls running now, and `wait` calls ended by a cancellation.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+static CANCELLED: AtomicUsize = AtomicUsize::new(0);
 
 impl ServerHandler for Worker {
     fn get_info(&self) -> ServerConfig {
@@ -293,6 +306,12 @@ impl ServerHandler for Worker {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if request.name == "wait" {
+            WAITING.fetch_add(1, Ordering::SeqCst);
+            context.ct.cancelled().await;
+            CANCELLED.fetch_add(1, Ordering::SeqCst);
+            return Err(ErrorData::internal_error("cancelled", None));
+        }
         if let Some(token) = context.meta.get_progress_token() {
             for progress in [1, 2] {
                 let param: ProgressNotificationParam =
@@ -889,5 +908,41 @@ async fn notifications_and_answers_cross_to_whichever_node_the_client_uses() {
     drop(stream);
     send(&a, delete(&id), StatusCode::NO_CONTENT).await;
     closed(&b, &id, "the bus closes the session on B").await;
+    delete_keys(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_posted_to_another_node_cancels_the_request() {
+    let prefix = unique_prefix();
+    let events = RedisEventStore::open(&redis_url(), &prefix)
+        .expect("event store")
+        .with_ttl(Duration::from_secs(120));
+    let a = node(&prefix, &events);
+    let b = node(&prefix, &events);
+    let id = open(&a).await;
+
+    // `wait` runs on A until it is cancelled; the cancellation is POSTed to B.
+    let _call = Live::open(&a, post(Some(&id), call(7, "wait", "p-7"))).await;
+    let started = async {
+        while WAITING.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, started)
+        .await
+        .expect("wait runs on A");
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7, "reason": "the user stopped it"}});
+    send(&b, post(Some(&id), cancel), StatusCode::ACCEPTED).await;
+    assert_eq!(b.built.load(Ordering::SeqCst), 1, "B restored the session");
+    let cancelled = async {
+        while CANCELLED.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, cancelled)
+        .await
+        .expect("the request on A is cancelled");
+    send(&a, delete(&id), StatusCode::NO_CONTENT).await;
     delete_keys(&prefix).await;
 }
