@@ -118,6 +118,7 @@ where
         let (parts, body) = req.into_parts();
         let id = match classify(config, &parts) {
             Route::Sessionless => {
+                config.metrics.sessionless();
                 let req = Request::from_parts(parts, RequestBody::new(body));
                 return ResponseFuture::inner(self.inner.clone(), req);
             }
