@@ -137,6 +137,7 @@ impl<S, F> Opening<S, F> {
             config.metrics.open(OpenOutcome::FactoryFailed);
             return answered(Rejection::FactoryFailed);
         };
+        crate::http::trace::record_session(&id);
         let info = SessionInfo::created(id, principal, table.wall_now_ms());
         let (service, state) = match self.factory.make_session(info.clone(), self.inner).await {
             Ok(made) => made,

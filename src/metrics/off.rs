@@ -15,9 +15,10 @@ pub(crate) struct Setup {
     pub(crate) peek_budget: usize,
 }
 
-/// No series.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Metrics;
+/// No series (a tuple struct, not `Copy`, so that the call sites read the same with and
+/// without the feature).
+#[derive(Clone, Default)]
+pub(crate) struct Metrics(());
 
 /// A start time that is never read.
 #[derive(Clone, Copy)]
@@ -33,7 +34,7 @@ impl Metrics {
             setup.max_sessions,
             setup.peek_budget,
         );
-        Self
+        Self(())
     }
     #[inline(always)]
     pub(crate) fn limit(&self, _: usize) {}
@@ -87,15 +88,15 @@ impl Metrics {
 
 /// No client series.
 #[cfg(feature = "client")]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct ClientMetrics;
+#[derive(Clone, Default)]
+pub(crate) struct ClientMetrics(());
 
 #[cfg(feature = "client")]
 #[allow(clippy::unused_self)]
 impl ClientMetrics {
     #[inline(always)]
     pub(crate) fn register() -> Self {
-        Self
+        Self(())
     }
     #[inline(always)]
     pub(crate) fn reinitialized(&self) {}
