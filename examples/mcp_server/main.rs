@@ -167,6 +167,12 @@ async fn main() -> std::io::Result<()> {
     // The recorder first: the layer registers its series with it when it is built.
     if let Some(addr) = args.metrics_bind {
         metrics_http::serve(addr, metrics_http::install()).await?;
+        if !cfg!(feature = "metrics") {
+            tracing::warn!(
+                "built without the crate feature `metrics`: /metrics shows no session series \
+                 (cargo run --example mcp_server --features metrics)"
+            );
+        }
     }
 
     let app::App { router, sessions } = app::build(app::Config {

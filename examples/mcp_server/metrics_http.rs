@@ -77,12 +77,6 @@ pub async fn serve(addr: SocketAddr, handle: PrometheusHandle) -> std::io::Resul
             tracing::error!(%error, "the metrics listener failed");
         }
     });
-    if !cfg!(feature = "metrics") {
-        tracing::warn!(
-            "built without the crate feature `metrics`: /metrics shows no session series \
-             (cargo run --example mcp_server --features metrics)"
-        );
-    }
     tracing::info!("Prometheus metrics on http://{bound}/metrics");
     Ok(bound)
 }

@@ -32,6 +32,8 @@
 //! before this one stops.
 
 mod app;
+#[path = "../../../examples/mcp_server/metrics_http.rs"]
+mod metrics_http;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -93,6 +95,10 @@ struct Args {
     /// without draining.
     #[arg(long, env = "MCP_DRAIN_SECS", default_value_t = 5)]
     drain_secs: u64,
+    /// Serve the layer's metrics as Prometheus text at http://ADDR/metrics, on a listener of
+    /// its own. Off by default.
+    #[arg(long, env = "MCP_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +117,10 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let args = Args::parse();
+    // The recorder first: the layer registers its series with it when it is built.
+    if let Some(addr) = args.metrics_bind {
+        metrics_http::serve(addr, metrics_http::install()).await?;
+    }
     let redis = match &args.redis_url {
         None => None,
         Some(url) => {
