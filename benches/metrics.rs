@@ -116,8 +116,8 @@ fn main() {
         env_u64("METRICS_COUNT", 200_000),
     );
     let mut at = [0, 0];
-    for v in 0..2 {
-        fx.run(v, count / 10, &mut at[v]);
+    for (v, at) in at.iter_mut().enumerate() {
+        fx.run(v, count / 10, at);
     }
     let mut ns = [Vec::new(), Vec::new()];
     let mut ratios = Vec::new();

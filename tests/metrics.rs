@@ -4,6 +4,8 @@
 //!
 //! - `a_scripted_run_gives_exact_values`: 3 opens, 5 calls, 1 DELETE, 1 idle expiry (tokio's
 //!   paused clock, the sweeper), one 404, one 400: every series of the layer, value by value.
+//! - `in_flight_requests_and_open_streams_are_counted_while_they_wait`: an SSE stream that
+//!   waits counts in both gauges until closing its session ends it.
 //! - `cardinality_stays_bounded_after_10000_sessions`: the same series (names and labels)
 //!   before the first session and after 10,000 (with eviction at 100), none naming an id.
 //! - `a_restore_is_counted_on_the_node_that_restored`: two layers sharing a `MemoryStore`,
