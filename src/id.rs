@@ -114,6 +114,12 @@ impl fmt::Debug for SessionId {
 #[derive(Clone, Copy)]
 pub struct Redacted<'a>(&'a str);
 
+/// Any id-like string, redacted as [`SessionId::redacted`] does.
+#[cfg_attr(not(feature = "spans"), allow(dead_code))]
+pub(crate) fn redact(id: &str) -> Redacted<'_> {
+    Redacted(id)
+}
+
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Ids are ASCII, so any byte index is a char boundary.

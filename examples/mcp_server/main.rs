@@ -6,6 +6,7 @@
 //! cargo run --example mcp_server -- --bind 127.0.0.1:8080
 //! MCP_BIND=127.0.0.1:8080 RUST_LOG=debug cargo run --example mcp_server
 //! cargo run --example mcp_server -- --help                # every limit, with its env var
+//! cargo run --example mcp_server --features metrics -- --metrics-bind 127.0.0.1:9464
 //! ```
 //!
 //! Each session has its own counter: call the `increment` tool from two clients and each
@@ -17,6 +18,7 @@
 //! SSE streams, and stops within `--shutdown-grace-secs`.
 
 mod app;
+mod metrics_http;
 mod server;
 mod trim;
 
@@ -138,6 +140,12 @@ struct Args {
     #[arg(long, env = "MCP_REDIS_PREFIX", default_value = "mcp:")]
     redis_prefix: String,
 
+    // --- observability ---
+    /// Serve the layer's metrics as Prometheus text at http://ADDR/metrics (needs the crate
+    /// feature `metrics` for the session series). Off by default.
+    #[arg(long, env = "MCP_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
+
     // --- memory ---
     /// After many sessions have closed (expiry sweeps, evictions), hand the freed heap back
     /// to the OS with glibc's malloc_trim (Linux/glibc only; see BENCHMARKS.md).
@@ -156,6 +164,16 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let secs = |s: u64| Duration::from_secs(s.max(1));
     let cluster = cluster(&args)?;
+    // The recorder first: the layer registers its series with it when it is built.
+    if let Some(addr) = args.metrics_bind {
+        metrics_http::serve(addr, metrics_http::install()).await?;
+        if !cfg!(feature = "metrics") {
+            tracing::warn!(
+                "built without the crate feature `metrics`: /metrics shows no session series \
+                 (cargo run --example mcp_server --features metrics)"
+            );
+        }
+    }
 
     let app::App { router, sessions } = app::build(app::Config {
         idle_timeout: secs(args.idle_timeout_secs),

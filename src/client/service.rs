@@ -203,14 +203,25 @@ where
     // MCP 2025-11-25, Basic, Transports, Streamable HTTP, Session Management: 404 to a
     // request with the id means the session is gone; start a new one.
     tracing::debug!("MCP session not found (404): starting a new session");
-    let fresh = recover(&shared, &mut inner, &snapshot).await?;
+    let fresh = match recover(&shared, &mut inner, &snapshot).await {
+        Ok(fresh) => fresh,
+        Err(error) => {
+            if matches!(error, Error::SessionLost(_)) {
+                shared.metrics.lost();
+            }
+            return Err(error);
+        }
+    };
     let Some((mut parts, bytes)) = replay else {
+        shared.metrics.lost();
         return Err(SessionLost::NotReplayable.into());
     };
     if fresh.session_id.is_none() {
+        shared.metrics.lost();
         return Err(SessionLost::Closed.into());
     }
     fresh.apply(&mut parts.headers, own_version);
+    shared.metrics.retried();
     let response = send(
         &mut inner,
         Request::from_parts(parts, ClientBody::from(bytes)),
@@ -308,6 +319,7 @@ where
             let snapshot = state.snapshot();
             drop(state);
             shared.restarted.send_modify(|n| *n += 1);
+            shared.metrics.reinitialized();
             tracing::info!("MCP session restarted after 404");
             Ok(snapshot)
         }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::client::error::SessionLost;
 use crate::mcp::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::metrics::ClientMetrics;
 
 /// State shared by everything one [`SessionClientLayer`](crate::client::SessionClientLayer) built.
 pub(crate) struct Shared {
@@ -19,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) flight: tokio::sync::Mutex<()>,
     /// Counts re-initializations (not the application's own `initialize`).
     pub(crate) restarted: watch::Sender<u64>,
+    /// The client series (registered when the layer or service is made).
+    pub(crate) metrics: ClientMetrics,
 }
 
 /// The session as the client knows it.
@@ -106,6 +109,7 @@ impl Shared {
             state: Mutex::new(State::default()),
             flight: tokio::sync::Mutex::new(()),
             restarted: watch::channel(0).0,
+            metrics: ClientMetrics::register(),
         })
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::cluster::{Entry, Link};
 use crate::id::SessionId;
+use crate::metrics::StoreOp;
 use crate::store::{self, StoreError};
 use crate::sync::lock;
 
@@ -166,7 +167,10 @@ impl SessionData {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DataError> {
         let json = match &self.place {
             Place::Store(link) => {
-                let read = store_of(link)?.data_get(&self.id, key).await;
+                let read = link
+                    .metrics
+                    .store(StoreOp::DataGet, store_of(link)?.data_get(&self.id, key))
+                    .await;
                 link.store_health(&read);
                 read?
             }
@@ -195,7 +199,13 @@ impl SessionData {
         let json = serde_json::to_string(value)?;
         let written = match &self.place {
             Place::Store(link) => {
-                let written = store_of(link)?.data_insert(&self.id, key, json).await;
+                let written = link
+                    .metrics
+                    .store(
+                        StoreOp::DataInsert,
+                        store_of(link)?.data_insert(&self.id, key, json),
+                    )
+                    .await;
                 link.store_health(&written);
                 gone_unless(link, &self.id, written?)?
             }
@@ -220,7 +230,13 @@ impl SessionData {
     pub async fn remove(&self, key: &str) -> Result<bool, DataError> {
         Ok(match &self.place {
             Place::Store(link) => {
-                let removed = store_of(link)?.data_remove(&self.id, key).await;
+                let removed = link
+                    .metrics
+                    .store(
+                        StoreOp::DataRemove,
+                        store_of(link)?.data_remove(&self.id, key),
+                    )
+                    .await;
                 link.store_health(&removed);
                 removed?
             }
@@ -242,7 +258,13 @@ impl SessionData {
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64, DataError> {
         let value = match &self.place {
             Place::Store(link) => {
-                let value = store_of(link)?.data_increment(&self.id, key, by).await;
+                let value = link
+                    .metrics
+                    .store(
+                        StoreOp::DataIncrement,
+                        store_of(link)?.data_increment(&self.id, key, by),
+                    )
+                    .await;
                 link.store_health(&value);
                 let value = value?;
                 gone_unless(link, &self.id, value.is_some())?;

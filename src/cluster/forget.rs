@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use crate::bus::{BusConnection, BusEvent};
 use crate::close::CloseReason;
 use crate::id::SessionId;
+use crate::metrics::{BusOp, Metrics, StoreOp};
 use crate::store::SessionStore;
 use crate::sync::{self, lock};
 
@@ -35,6 +36,7 @@ pub(crate) struct ForgetQueue {
     store: Arc<dyn SessionStore>,
     bus: Option<Arc<dyn BusConnection>>,
     ttl: Option<Duration>,
+    metrics: Metrics,
 }
 
 impl ForgetQueue {
@@ -42,6 +44,7 @@ impl ForgetQueue {
         store: Arc<dyn SessionStore>,
         bus: Option<Arc<dyn BusConnection>>,
         ttl: Option<Duration>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             sender: Mutex::new(None),
@@ -49,6 +52,7 @@ impl ForgetQueue {
             store,
             bus,
             ttl,
+            metrics,
         }
     }
 
@@ -67,6 +71,7 @@ impl ForgetQueue {
                 self.bus.clone(),
                 self.ttl,
                 rx,
+                self.metrics.clone(),
             )) {
                 tracing::warn!(
                     session = %forget.id.redacted(),
@@ -81,6 +86,7 @@ impl ForgetQueue {
         };
         match tx.try_send(forget) {
             Ok(()) => {
+                self.metrics.forget_queue(true);
                 self.full.store(false, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -109,6 +115,7 @@ async fn forget_task(
     bus: Option<Arc<dyn BusConnection>>,
     ttl: Option<Duration>,
     mut queue: mpsc::Receiver<Forget>,
+    metrics: Metrics,
 ) {
     while let Some(Forget {
         id,
@@ -116,9 +123,13 @@ async fn forget_task(
         unused_for,
     }) = queue.recv().await
     {
+        metrics.forget_queue(false);
         let deleted = match (unused_for, ttl) {
-            (Some(unused_for), Some(ttl)) => store.delete_if_unused(&id, ttl, unused_for).await,
-            _ => store.delete(&id).await,
+            (Some(unused_for), Some(ttl)) => {
+                let deleting = store.delete_if_unused(&id, ttl, unused_for);
+                metrics.store(StoreOp::DeleteIfUnused, deleting).await
+            }
+            _ => metrics.store(StoreOp::Delete, store.delete(&id)).await,
         };
         match deleted {
             // Used through another node since: it lives on there; nothing to tell.
@@ -129,7 +140,9 @@ async fn forget_task(
             }
         }
         if let Some(bus) = &bus
-            && let Err(error) = bus.publish(&id, BusEvent::Closed(reason)).await
+            && let Err(error) = metrics
+                .bus(BusOp::Publish, bus.publish(&id, BusEvent::Closed(reason)))
+                .await
         {
             tracing::debug!(%error, session = %id.redacted(), "could not tell the other nodes of a close");
         }

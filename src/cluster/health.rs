@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::bus::BusError;
 use crate::cluster::Link;
+use crate::metrics::{BusOp, StoreOp};
 use crate::store::StoreError;
 
 /// The default [`Cluster::probe_interval`](crate::Cluster::probe_interval).
@@ -153,13 +154,13 @@ pub(crate) async fn probe(link: Weak<Link>, part: Part) {
         let answered = match part {
             Part::Store => {
                 let store = Arc::clone(&cluster.store);
-                let result = store.ping().await;
+                let result = strong.metrics.store(StoreOp::Ping, store.ping()).await;
                 strong.store_health(&result);
                 result.is_ok()
             }
             Part::Bus => match cluster.bus.as_ref().map(Arc::clone) {
                 Some(bus) => {
-                    let result = bus.ping().await;
+                    let result = strong.metrics.bus(BusOp::Ping, bus.ping()).await;
                     strong.bus_health(&result);
                     result.is_ok()
                 }

@@ -38,6 +38,7 @@ use crate::bus::{BusConnection, BusError, BusEvent, SessionBus};
 use crate::close::CloseReason;
 use crate::id::SessionId;
 use crate::info::SessionInfo;
+use crate::metrics::{BusOp, Metrics};
 use crate::store::{SessionStore, StoreError};
 use crate::sync::Periodic;
 use crate::table::{self, Backend, Scope, Table};
@@ -191,6 +192,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Whether the cluster has a bus.
+    pub(crate) fn has_bus(&self) -> bool {
+        self.bus.is_some()
+    }
+}
+
 /// The headers of an opening request kept for replay by default.
 fn default_replay_headers() -> Vec<HeaderName> {
     vec![
@@ -208,6 +216,8 @@ pub(crate) struct Link {
     table: Weak<SessionTable>,
     mailboxes: Mailboxes,
     cluster: Option<ClusterState>,
+    /// The layer's series (the table's).
+    pub(crate) metrics: Metrics,
 }
 
 /// What a link with a store holds.
@@ -248,7 +258,12 @@ impl Link {
                     .as_ref()
                     .map(|bus| connect(&**bus, link.clone()));
                 ClusterState {
-                    forget: ForgetQueue::new(Arc::clone(&cluster.store), bus.clone(), ttl),
+                    forget: ForgetQueue::new(
+                        Arc::clone(&cluster.store),
+                        bus.clone(),
+                        ttl,
+                        table.settings.metrics.clone(),
+                    ),
                     store: cluster.store,
                     bus,
                     replay_headers: cluster.replay_headers,
@@ -260,6 +275,7 @@ impl Link {
                     health: Health::new(cluster.probe_interval),
                 }
             }),
+            metrics: table.settings.metrics.clone(),
         })
     }
 
@@ -322,9 +338,11 @@ impl Link {
         match cluster.health.store(result) {
             Change::None => {}
             Change::Opened => {
+                self.metrics.outage(false, true);
                 crate::sync::spawn(health::probe(self.this.clone(), Part::Store));
             }
             Change::Closed => {
+                self.metrics.outage(false, false);
                 crate::sync::spawn(refresh::refresh_everything(self.this.clone()));
             }
         }
@@ -335,8 +353,13 @@ impl Link {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        if cluster.health.bus(result) == Change::Opened {
-            crate::sync::spawn(health::probe(self.this.clone(), Part::Bus));
+        match cluster.health.bus(result) {
+            Change::None => {}
+            Change::Opened => {
+                self.metrics.outage(true, true);
+                crate::sync::spawn(health::probe(self.this.clone(), Part::Bus));
+            }
+            Change::Closed => self.metrics.outage(true, false),
         }
     }
 
@@ -389,7 +412,10 @@ impl Link {
                         crate::time::millis(cluster.health.probe_interval)
                     )));
                 }
-                let result = bus.publish(id, BusEvent::Message(message)).await;
+                let result = self
+                    .metrics
+                    .bus(BusOp::Publish, bus.publish(id, BusEvent::Message(message)))
+                    .await;
                 self.bus_health(&result);
                 result
             }
@@ -420,7 +446,10 @@ impl Link {
             && let Some(bus) = &cluster.bus
             && !cluster.health.is_down(Part::Bus)
         {
-            let result = bus.publish(id, BusEvent::Closed(reason)).await;
+            let result = self
+                .metrics
+                .bus(BusOp::Publish, bus.publish(id, BusEvent::Closed(reason)))
+                .await;
             self.bus_health(&result);
         }
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::cluster::Link;
+use crate::metrics::StoreOp;
 
 /// Ids per `touch` call of a round.
 const TOUCH_BATCH: usize = 1024;
@@ -84,11 +85,13 @@ async fn refresh(link: Weak<Link>, everything: bool) -> ControlFlow<()> {
     let ids = table.used_since(if everything { 0 } else { since });
     drop(table);
     let store = Arc::clone(&cluster.store);
+    let metrics = strong.metrics.clone();
+    metrics.refresh_round(ids.len());
     drop(strong);
     for batch in ids.chunks(TOUCH_BATCH) {
         // A failed round is retried at the next one, well within the time to live (a quarter
         // of it by default); an outage opens the store's breaker.
-        let touched = store.touch(batch, ttl).await;
+        let touched = metrics.store(StoreOp::Touch, store.touch(batch, ttl)).await;
         let Some(link) = link.upgrade() else {
             return ControlFlow::Break(());
         };

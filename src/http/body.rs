@@ -130,6 +130,9 @@ pub(crate) struct SessionGuard {
     /// Whether the response (future or body) ever had to wait: then the request may have
     /// lasted long, and its end is stamped with a fresh clock read.
     waited: bool,
+    /// Whether the response is a stream that waited for data (counted in the metrics' open
+    /// streams until the guard goes).
+    streaming: bool,
     closed: Option<Pin<Box<OwnedNotified>>>,
 }
 
@@ -140,6 +143,7 @@ impl SessionGuard {
             entry,
             epoch,
             waited: false,
+            streaming: false,
             closed: None,
         }
     }
@@ -150,7 +154,18 @@ impl SessionGuard {
 
     /// Notes that the response returned `Pending`.
     pub(crate) fn waited(&mut self) {
+        if !self.waited {
+            self.entry.backend.metrics.in_flight(true);
+        }
         self.waited = true;
+    }
+
+    /// Notes that the response is a stream that waits for data.
+    fn streaming(&mut self) {
+        if !self.streaming {
+            self.entry.backend.metrics.stream(true);
+        }
+        self.streaming = true;
     }
 
     /// Ready once the session is closed; registers `cx` to be woken when it is.
@@ -176,6 +191,13 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         let now = self.waited.then(|| crate::time::elapsed_ms(self.epoch));
         self.entry.end(now);
+        let metrics = &self.entry.backend.metrics;
+        if self.waited {
+            metrics.in_flight(false);
+        }
+        if self.streaming {
+            metrics.stream(false);
+        }
     }
 }
 
@@ -281,6 +303,7 @@ where
                             g.waited();
                         }
                         if let Some(g) = guard.as_mut().filter(|_| cuttable) {
+                            g.streaming();
                             ready!(g.poll_closed(cx));
                             *ended = true;
                             *guard = None;

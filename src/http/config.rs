@@ -18,6 +18,7 @@ use crate::http::profile::Profile;
 use crate::http::rejection::Rejection;
 use crate::id::MakeSessionId;
 use crate::info::{ClientKey, Principal};
+use crate::metrics::{Metrics, OpenOutcome};
 use crate::table::Refusal;
 
 pub(crate) type PrincipalFn = Arc<dyn Fn(&Parts) -> Option<Principal> + Send + Sync>;
@@ -45,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) rejection: Option<RejectionFn>,
     pub(crate) keep_session: Option<KeepFn>,
     pub(crate) session_extension: bool,
+    /// The layer's series (registered at build; a no-op set before).
+    pub(crate) metrics: Metrics,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             rejection: None,
             keep_session: None,
             session_extension: true,
+            metrics: Metrics::default(),
         }
     }
 
@@ -89,6 +93,7 @@ impl Config {
     /// or [`Rejection::to_response`].
     pub(crate) fn reject(&self, rejection: Rejection) -> Response<Bytes> {
         tracing::debug!(%rejection, "request rejected");
+        self.metrics.rejected(rejection.metric_kind());
         match &self.rejection {
             Some(responder) => responder(&rejection),
             None => rejection.to_response(),
@@ -109,6 +114,15 @@ impl Config {
                 Rejection::FactoryFailed
             }
         }
+    }
+
+    /// Counts an open attempt that the table refused.
+    pub(crate) fn open_refused(&self, refusal: Refusal) {
+        self.metrics.open(match refusal {
+            Refusal::Full => OpenOutcome::TableFull,
+            Refusal::ShutDown | Refusal::KeyLimit => OpenOutcome::Refused,
+            Refusal::Collision => OpenOutcome::FactoryFailed,
+        });
     }
 
     /// The answer to a restore that failed for every request of the id.

@@ -17,6 +17,7 @@ use crate::http::endpoint::Endpoint;
 use crate::http::rejection::{Rejection, no_content};
 use crate::id::SessionId;
 use crate::info::Principal;
+use crate::metrics::StoreOp;
 use crate::table::Close;
 
 /// Closes session `id` in this table: 204, or 404 if it is not live here or not
@@ -70,7 +71,7 @@ pub(crate) async fn close_everywhere(
         }
         Some(_) => {}
         None => {
-            let loaded = store.load(&id).await;
+            let loaded = link.metrics.store(StoreOp::Load, store.load(&id)).await;
             link.store_health(&loaded);
             match loaded {
                 Err(_) => return config.reject(Rejection::StoreUnavailable(config.retry_after)),
@@ -83,7 +84,7 @@ pub(crate) async fn close_everywhere(
         }
     }
     // The record first: once it is gone no node can restore the session, then the copies.
-    let deleted = store.delete(&id).await;
+    let deleted = link.metrics.store(StoreOp::Delete, store.delete(&id)).await;
     link.store_health(&deleted);
     if deleted.is_err() {
         return config.reject(Rejection::StoreUnavailable(config.retry_after));

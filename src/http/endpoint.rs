@@ -23,7 +23,7 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     pub(crate) fn new(config: Config, table: Arc<SessionTable>, link: Arc<Link>) -> Self {
         Self {
-            peek: PeekBudget::new(config.peek_budget),
+            peek: PeekBudget::new(config.peek_budget, config.metrics.clone()),
             clustered: link.is_clustered(),
             config,
             table,

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use crate::http::body::{Req, ResponseBody, SessionGuard};
 use crate::http::route::Routed;
+use crate::http::trace::{Decision, Trace};
 
 /// What the slow paths (open, restore, a DELETE that reaches the store) produced: the
 /// layer's own answer, the per-session service's (with the session's guard if the session
@@ -42,6 +43,8 @@ pin_project! {
     {
         #[pin]
         kind: Kind<S, T, B>,
+        // The request's span (zero-sized without the `spans` feature).
+        trace: Trace,
     }
 }
 
@@ -71,6 +74,7 @@ where
             kind: Kind::Layer {
                 response: Some(response),
             },
+            trace: Trace::none(),
         }
     }
 
@@ -80,6 +84,7 @@ where
                 service,
                 request: Some(request),
             },
+            trace: Trace::none(),
         }
     }
 
@@ -91,12 +96,21 @@ where
                 request: Some(request),
                 guard: Some(guard),
             },
+            trace: Trace::none(),
         }
+    }
+
+    /// The same future, in the request's span.
+    #[inline(always)]
+    pub(crate) fn traced(mut self, trace: Trace) -> Self {
+        self.trace = trace;
+        self
     }
 
     pub(crate) fn open(future: OpenFuture<T, B, S::Error>) -> Self {
         Self {
             kind: Kind::Open { future },
+            trace: Trace::none(),
         }
     }
 }
@@ -122,11 +136,15 @@ where
     type Output = Result<Response<ResponseBody<SB, IB>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut kind = self.project().kind;
+        let this = self.project();
+        let trace = &*this.trace;
+        let _entered = trace.enter();
+        let mut kind = this.kind;
         loop {
             match kind.as_mut().project() {
                 KindProj::Layer { response } => {
                     let response = response.take().expect("polled after completion");
+                    trace.decided(layer_decision(response.status()), response.status());
                     return Poll::Ready(Ok(response.map(ResponseBody::layer)));
                 }
                 KindProj::InnerReady { service, request } => {
@@ -137,6 +155,7 @@ where
                 }
                 KindProj::Inner { future } => {
                     let response = ready!(future.poll(cx))?;
+                    trace.decided(Decision::Sessionless, response.status());
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 KindProj::SessionReady {
@@ -167,6 +186,9 @@ where
                     };
                     // The guard moves into the body: the session stays busy while it streams.
                     let guard = guard.take();
+                    if let Ok(response) = &result {
+                        trace.decided(Decision::Routed, response.status());
+                    }
                     return Poll::Ready(
                         result
                             .map(|r| r.map(|body| ResponseBody::session(body, guard)))
@@ -175,17 +197,37 @@ where
                 }
                 KindProj::Open { future } => match ready!(future.as_mut().poll(cx))? {
                     Opened::Answered(response) => {
+                        trace.decided(layer_decision(response.status()), response.status());
                         return Poll::Ready(Ok(response.map(ResponseBody::layer)));
                     }
                     Opened::Served { response, guard } => {
+                        let decision = if guard.is_some() {
+                            Decision::Opened
+                        } else {
+                            Decision::Declined
+                        };
+                        trace.decided(decision, response.status());
                         return Poll::Ready(Ok(
                             response.map(|body| ResponseBody::session(body, guard))
                         ));
                     }
-                    Opened::Routed(routed) => kind.set(session_ready(routed)),
+                    Opened::Routed(routed) => {
+                        trace.restored();
+                        kind.set(session_ready(routed));
+                    }
                 },
             }
         }
+    }
+}
+
+/// What an answer of the layer's own making says it decided: a close (204) or a rejection.
+#[inline(always)]
+fn layer_decision(status: http::StatusCode) -> Decision {
+    if status == http::StatusCode::NO_CONTENT {
+        Decision::Closed
+    } else {
+        Decision::Rejected
     }
 }
 

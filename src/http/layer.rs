@@ -34,6 +34,7 @@ use crate::http::service::SessionService;
 use crate::id::MakeSessionId;
 use crate::info::ClientKey;
 use crate::info::{Principal, SessionInfo};
+use crate::metrics::{Metrics, Setup};
 use crate::table::{Eviction, Table, TableSettings};
 use crate::time::millis;
 
@@ -136,7 +137,16 @@ impl<F> SessionLayerBuilder<F> {
     /// Makes the layer: its session table, with these settings frozen, and the link to the
     /// [cluster](Self::cluster) if there is one. No tokio runtime is needed; the background
     /// tasks (the sweeper, the refresher) start with the first request.
-    pub fn build(self) -> SessionLayer<F> {
+    pub fn build(mut self) -> SessionLayer<F> {
+        // Registered with the recorder installed now (see the `metrics` module).
+        let metrics = Metrics::register(&Setup {
+            clustered: self.cluster.is_some(),
+            bus: self.cluster.as_ref().is_some_and(Cluster::has_bus),
+            max_sessions: self.table.max_sessions,
+            peek_budget: self.config.peek_budget,
+        });
+        self.config.metrics = metrics.clone();
+        self.table.metrics = metrics;
         let table = Table::new(self.table);
         let link = Link::new(&table, self.cluster);
         SessionLayer {

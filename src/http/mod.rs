@@ -8,6 +8,7 @@
 //! - [`open`], [`peek`]: opening a session, and reading its body within bounds;
 //! - [`restore`], [`delete`]: the paths that reach the cluster's store;
 //! - [`future`], [`body`]: the response future and the request and response bodies;
+//! - [`trace`]: the span of each request (feature `spans`);
 //! - [`rejection`], [`profile`], [`policy`], [`factory`], [`config`]: answers, rules, settings.
 
 pub(crate) mod body;
@@ -26,3 +27,4 @@ pub(crate) mod rejection;
 mod restore;
 mod route;
 pub(crate) mod service;
+mod trace;

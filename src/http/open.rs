@@ -39,6 +39,7 @@ use crate::http::rejection::Rejection;
 use crate::http::route::{admit, new_entry};
 use crate::id::SessionId;
 use crate::info::{Principal, SessionInfo};
+use crate::metrics::{OpenOutcome, StoreOp};
 use crate::store::{OpeningRequest, SessionRecord};
 use crate::table::Refusal;
 
@@ -88,12 +89,14 @@ impl<S, F> Opening<S, F> {
             }
         };
         if let Err(why) = table.precheck() {
+            config.open_refused(why);
             return answered(config.refused(why));
         }
         // With a cluster the opening request is kept whole for replay: its body is read within
         // the same limits as the MCP peek.
         let clustered = endpoint.clustered;
         let mut kept_body = None;
+        let mut protocol = crate::metrics::UNKNOWN_VERSION;
         let body = if peek || clustered {
             let bytes = match read_bounded(config, &endpoint.peek, &parts, body).await {
                 Ok(bytes) => bytes,
@@ -109,6 +112,9 @@ impl<S, F> Opening<S, F> {
             if clustered {
                 kept_body = Some(bytes.clone());
             }
+            if cfg!(feature = "metrics") {
+                protocol = crate::metrics::version_of(&bytes);
+            }
             RequestBody::peeked(bytes)
         } else {
             RequestBody::new(body)
@@ -122,21 +128,33 @@ impl<S, F> Opening<S, F> {
 
         let reservation = match table.reserve(principal.clone(), config.client_of(&parts)) {
             Ok(reservation) => reservation,
-            Err(why) => return answered(config.refused(why)),
+            Err(why) => {
+                config.open_refused(why);
+                return answered(config.refused(why));
+            }
         };
         let Some(id) = mint(endpoint) else {
+            config.metrics.open(OpenOutcome::FactoryFailed);
             return answered(Rejection::FactoryFailed);
         };
+        crate::http::trace::record_session(&id);
         let info = SessionInfo::created(id, principal, table.wall_now_ms());
         let (service, state) = match self.factory.make_session(info.clone(), self.inner).await {
             Ok(made) => made,
             Err(error) => {
                 tracing::error!(%error, session = %info.id().redacted(), "session factory failed");
+                config.metrics.open(OpenOutcome::FactoryFailed);
                 return answered(Rejection::FactoryFailed);
             }
         };
-        let (entry, guard) =
-            new_entry(endpoint, info.clone(), &reservation, service.clone(), state);
+        let (entry, guard) = new_entry(
+            endpoint,
+            info.clone(),
+            &reservation,
+            service.clone(),
+            state,
+            protocol,
+        );
         let mut req = Request::from_parts(parts, body);
         req.extensions_mut().insert(Session::new(&entry));
         let mut service = service;
@@ -150,6 +168,7 @@ impl<S, F> Opening<S, F> {
             None => response.status().is_success(),
         };
         if !keep {
+            config.metrics.open(OpenOutcome::Declined);
             return Ok(Opened::Served {
                 response,
                 guard: None,
@@ -158,15 +177,26 @@ impl<S, F> Opening<S, F> {
         if let Some(opening) = opening
             && let Err(rejection) = create_record(endpoint, &info, opening).await
         {
+            config.metrics.open(match rejection {
+                Rejection::StoreUnavailable(_) => OpenOutcome::StoreUnavailable,
+                _ => OpenOutcome::FactoryFailed,
+            });
             return answered(rejection);
         }
+        let outcome = if reservation.evicted() {
+            OpenOutcome::Evicted
+        } else {
+            OpenOutcome::Opened
+        };
         if let Err(why) = admit(endpoint, &entry, reservation) {
+            config.open_refused(why);
             if clustered {
                 // Written above, never to be used: no client got the id.
                 endpoint.link.forget_later(info.id(), CloseReason::Closed);
             }
             return answered(config.refused(why));
         }
+        config.metrics.open(outcome);
         response
             .headers_mut()
             .insert(config.header.clone(), info.id().header_value());
@@ -194,7 +224,8 @@ async fn create_record(
         created_ms: info.created_ms(),
         opening,
     };
-    let created = store.create(&record, endpoint.link.record_ttl()).await;
+    let creating = store.create(&record, endpoint.link.record_ttl());
+    let created = endpoint.link.metrics.store(StoreOp::Create, creating).await;
     endpoint.link.store_health(&created);
     match created {
         Ok(true) => Ok(()),

@@ -15,18 +15,21 @@ use http_body_util::BodyExt;
 use crate::error::BoxError;
 use crate::http::config::Config;
 use crate::http::rejection::Rejection;
+use crate::metrics::Metrics;
 
 /// Bytes held by body peeks right now, against the configured budget.
 pub(crate) struct PeekBudget {
     budget: usize,
     held: AtomicUsize,
+    metrics: Metrics,
 }
 
 impl PeekBudget {
-    pub(crate) fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize, metrics: Metrics) -> Self {
         Self {
             budget,
             held: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -36,11 +39,15 @@ impl PeekBudget {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(n).filter(|&total| total <= self.budget)
             })
+            .inspect(|_| self.metrics.peek(n, true))
             .is_ok()
     }
 
     fn release(&self, n: usize) {
         self.held.fetch_sub(n, Ordering::AcqRel);
+        if n != 0 {
+            self.metrics.peek(n, false);
+        }
     }
 }
 

@@ -36,6 +36,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::id::InvalidSessionId;
 use crate::mcp::{MCP_SESSION_ID, McpError};
+use crate::metrics::RejectKind;
 
 /// A request the layer answered itself instead of passing it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +147,29 @@ impl Rejection {
             | Self::ReplayFailed(_)
             | Self::StoreUnavailable(_)
             | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The label of this rejection in the layer's metrics.
+    pub(crate) fn metric_kind(&self) -> RejectKind {
+        match self {
+            Self::MissingSessionId(_) => RejectKind::MissingSessionId,
+            Self::InvalidSessionId(_) => RejectKind::InvalidSessionId,
+            Self::InvalidProtocolVersion => RejectKind::InvalidProtocolVersion,
+            Self::ParseError => RejectKind::ParseError,
+            Self::BatchedInitialize => RejectKind::BatchedInitialize,
+            Self::SessionNotFound => RejectKind::SessionNotFound,
+            Self::MethodNotAllowed(_) => RejectKind::MethodNotAllowed,
+            Self::RequestTimeout => RejectKind::RequestTimeout,
+            Self::PayloadTooLarge(_) => RejectKind::PayloadTooLarge,
+            Self::ClientSessionLimit(_) => RejectKind::ClientSessionLimit,
+            Self::FactoryFailed => RejectKind::FactoryFailed,
+            Self::TooManySessions(_) => RejectKind::TooManySessions,
+            Self::PeekBudgetSpent(_) => RejectKind::PeekBudgetSpent,
+            Self::TooManyRestores(_) => RejectKind::TooManyRestores,
+            Self::ReplayFailed(_) => RejectKind::ReplayFailed,
+            Self::StoreUnavailable(_) => RejectKind::StoreUnavailable,
+            Self::ShuttingDown => RejectKind::ShuttingDown,
         }
     }
 

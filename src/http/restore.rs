@@ -49,6 +49,7 @@ use crate::http::rejection::Rejection;
 use crate::http::route::{Routed, admit, new_entry, route};
 use crate::id::SessionId;
 use crate::info::{Principal, SessionInfo};
+use crate::metrics::{Metrics, RestoreOutcome, StoreOp};
 use crate::store::SessionRecord;
 
 /// How long the replay of a session's opening (the requests and reading their answers to the
@@ -100,7 +101,7 @@ impl<S, F> Restoring<S, F> {
         // Restored by the request this one waited for?
         let session = match endpoint.table.acquire(id.as_str(), owns) {
             Some(entry) => Ok(SessionGuard::new(entry, endpoint.table.epoch())),
-            None => match self.restore(&parts, principal.as_ref(), &id).await? {
+            None => match self.timed_restore(&parts, principal.as_ref(), &id).await? {
                 Ok(guard) => Ok(guard),
                 Err(Failed::ForAllWaiters(failed)) => {
                     *outcome = Some(failed);
@@ -120,6 +121,41 @@ impl<S, F> Restoring<S, F> {
             Ok(routed) => Opened::Routed(routed),
             Err(rejection) => Opened::Answered(config.reject(rejection)),
         })
+    }
+
+    /// [`restore`](Self::restore), counted in the metrics by outcome, and timed.
+    async fn timed_restore<B, SB>(
+        self,
+        parts: &Parts,
+        principal: Option<&Principal>,
+        id: &SessionId,
+    ) -> Result<Result<SessionGuard, Failed>, S::Error>
+    where
+        S: Service<Req<B>>,
+        F: SessionFactory<S>,
+        F::Service: Service<Req<B>, Response = Response<SB>> + Clone + Send + Sync + 'static,
+        <F::Service as Service<Req<B>>>::Error: Into<S::Error>,
+        SB: Body,
+    {
+        let metrics: Metrics = self.endpoint.config.metrics.clone();
+        let started = metrics.start();
+        let restored = self.restore(parts, principal, id).await;
+        let outcome = match &restored {
+            Ok(Ok(_)) => RestoreOutcome::Restored,
+            Ok(Err(Failed::ForAllWaiters(failure))) => match failure {
+                Failure::NotFound => RestoreOutcome::NotFound,
+                Failure::StoreUnavailable => RestoreOutcome::StoreUnavailable,
+                Failure::ReplayFailed => RestoreOutcome::ReplayFailed,
+                Failure::FactoryFailed => RestoreOutcome::FactoryFailed,
+                Failure::ShuttingDown => RestoreOutcome::ShuttingDown,
+            },
+            Ok(Err(Failed::ThisRequest(Rejection::TooManyRestores(_)))) => RestoreOutcome::TooMany,
+            Ok(Err(Failed::ThisRequest(_))) => RestoreOutcome::Refused,
+            // The per-session service failed the replay with an error of its own.
+            Err(_) => RestoreOutcome::ReplayFailed,
+        };
+        metrics.restore(outcome, started);
+        restored
     }
 
     /// Loads the record of `id`, rebuilds the session and stores it; the session's guard
@@ -165,7 +201,7 @@ impl<S, F> Restoring<S, F> {
             keep: false,
         };
         link.listen(id);
-        let loaded = store.load(id).await;
+        let loaded = link.metrics.store(StoreOp::Load, store.load(id)).await;
         link.store_health(&loaded);
         let record = match loaded {
             Err(_) => return Ok(Err(Failed::ForAllWaiters(Failure::StoreUnavailable))),
@@ -199,7 +235,19 @@ impl<S, F> Restoring<S, F> {
                 return Ok(Err(Failed::ForAllWaiters(Failure::FactoryFailed)));
             }
         };
-        let (entry, guard) = new_entry(endpoint, info, &reservation, service.clone(), state);
+        let protocol = if cfg!(feature = "metrics") {
+            crate::metrics::version_of(&record.opening.body)
+        } else {
+            crate::metrics::UNKNOWN_VERSION
+        };
+        let (entry, guard) = new_entry(
+            endpoint,
+            info,
+            &reservation,
+            service.clone(),
+            state,
+            protocol,
+        );
         let mut service = service;
         // Matched where it is awaited: the service's error must not live across a later await.
         match tokio::time::timeout(
@@ -234,7 +282,8 @@ impl<S, F> Restoring<S, F> {
         // The record may have little time left (the session was idle elsewhere): reset it
         // now rather than at this node's next refresh round, which might come too late.
         if let Some(ttl) = link.record_ttl() {
-            let _ = store.touch(std::slice::from_ref(id), ttl).await;
+            let touching = store.touch(std::slice::from_ref(id), ttl);
+            let _ = link.metrics.store(StoreOp::Touch, touching).await;
         }
         tracing::debug!(session = %id.redacted(), "session restored from the store");
         listening.keep = true;

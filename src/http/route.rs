@@ -46,6 +46,7 @@ pub(crate) fn route<T: Clone + 'static>(
     parts: &mut Parts,
 ) -> Result<T, Rejection> {
     let service = service_of::<T>(entry)?;
+    config.metrics.routed();
     if config.session_extension {
         parts.extensions.insert(Session::new(entry));
     }
@@ -79,18 +80,22 @@ pub(crate) fn new_entry<S, St>(
     reservation: &Reservation<Link>,
     service: S,
     state: St,
+    protocol: u8,
 ) -> (Arc<Entry>, SessionGuard)
 where
     S: Send + Sync + 'static,
     St: Send + Sync + 'static,
 {
-    let entry: Arc<Entry> = Arc::new(table::Entry::new(
-        info,
-        Arc::clone(&endpoint.link),
-        reservation.client().cloned(),
-        Stored { service, state },
-        endpoint.table.now(),
-    ));
+    let entry: Arc<Entry> = Arc::new(
+        table::Entry::new(
+            info,
+            Arc::clone(&endpoint.link),
+            reservation.client().cloned(),
+            Stored { service, state },
+            endpoint.table.now(),
+        )
+        .with_protocol(protocol),
+    );
     let mut guard = SessionGuard::new(Arc::clone(&entry), endpoint.table.epoch());
     // The request went through a factory and may wait on its service: its end is stamped
     // with a fresh clock read.

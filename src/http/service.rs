@@ -24,6 +24,7 @@ use crate::http::open::Opening;
 use crate::http::rejection::Rejection;
 use crate::http::restore::Restoring;
 use crate::http::route::route;
+use crate::http::trace::Trace;
 use crate::id::SessionId;
 
 /// Middleware that gives the inner service sessions; built by
@@ -110,72 +111,95 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let endpoint = &self.endpoint;
-        endpoint.ensure_started();
-        let config = &endpoint.config;
-        // Taken apart once: every check reads the parts, and the request is put back together
-        // only for the service that gets it.
-        let (parts, body) = req.into_parts();
-        let id = match classify(config, &parts) {
-            Route::Sessionless => {
-                let req = Request::from_parts(parts, RequestBody::new(body));
-                return ResponseFuture::inner(self.inner.clone(), req);
-            }
-            Route::Reject(rejection) => return ResponseFuture::ready(config.reject(rejection)),
-            Route::Open => {
-                let principal = config.principal_of(&parts);
-                // Opening a session may read the body and awaits the factory: boxed, off the
-                // hot path.
-                let opening = Opening {
-                    inner: self.inner.clone(),
-                    factory: self.factory.clone(),
-                    endpoint: Arc::clone(endpoint),
+        let trace = Trace::request(req.headers());
+        // The routing below returns early from this closure; the span goes into whatever
+        // future it returns (without the `spans` feature the span is zero-sized: nothing).
+        // Entered while routing too: a close decided right here (DELETE) logs inside it.
+        let future = {
+            let _entered = trace.enter();
+            (|| {
+                let endpoint = &self.endpoint;
+                endpoint.ensure_started();
+                let config = &endpoint.config;
+                // Taken apart once: every check reads the parts, and the request is put back together
+                // only for the service that gets it.
+                let (parts, body) = req.into_parts();
+                let id = match classify(config, &parts) {
+                    Route::Sessionless => {
+                        config.metrics.sessionless();
+                        let req = Request::from_parts(parts, RequestBody::new(body));
+                        return ResponseFuture::inner(self.inner.clone(), req);
+                    }
+                    Route::Reject(rejection) => {
+                        return ResponseFuture::ready(config.reject(rejection));
+                    }
+                    Route::Open => {
+                        let principal = config.principal_of(&parts);
+                        // Opening a session may read the body and awaits the factory: boxed, off the
+                        // hot path.
+                        let opening = Opening {
+                            inner: self.inner.clone(),
+                            factory: self.factory.clone(),
+                            endpoint: Arc::clone(endpoint),
+                        };
+                        return ResponseFuture::open(Box::pin(opening.run(parts, body, principal)));
+                    }
+                    Route::Close(id) => {
+                        trace.session(id);
+                        let principal = config.principal_of(&parts);
+                        if !endpoint.clustered {
+                            return ResponseFuture::ready(close_here(
+                                endpoint,
+                                id,
+                                principal.as_ref(),
+                            ));
+                        }
+                        let Ok(id) = SessionId::parse(id) else {
+                            return ResponseFuture::ready(
+                                config.reject(Rejection::SessionNotFound),
+                            );
+                        };
+                        let closing = close_everywhere(Arc::clone(endpoint), id, principal);
+                        return ResponseFuture::open(Box::pin(async move {
+                            Ok(Opened::Answered(closing.await))
+                        }));
+                    }
+                    Route::Session(id) => id,
                 };
-                return ResponseFuture::open(Box::pin(opening.run(parts, body, principal)));
-            }
-            Route::Close(id) => {
+                trace.session(id);
                 let principal = config.principal_of(&parts);
-                if !endpoint.clustered {
-                    return ResponseFuture::ready(close_here(endpoint, id, principal.as_ref()));
+                // Does the request belong to the session? (Only asked when principals are bound.)
+                let owns = |entry: &Entry| config.owns(principal.as_ref(), entry.info.principal());
+                let Some(entry) = endpoint.table.acquire(id, owns) else {
+                    // No cluster, or live here but another principal's: 404 without asking the store.
+                    if !endpoint.clustered || endpoint.table.contains_key(id) {
+                        return ResponseFuture::ready(config.reject(Rejection::SessionNotFound));
+                    }
+                    // Not live here: restore it from the store (boxed, off the hot path).
+                    let Ok(id) = SessionId::parse(id) else {
+                        return ResponseFuture::ready(config.reject(Rejection::SessionNotFound));
+                    };
+                    let restoring = Restoring {
+                        inner: self.inner.clone(),
+                        factory: self.factory.clone(),
+                        endpoint: Arc::clone(endpoint),
+                    };
+                    return ResponseFuture::open(Box::pin(
+                        restoring.run(parts, body, principal, id),
+                    ));
+                };
+                // From here on the request counts as in flight; dropping the guard undoes that.
+                let guard = SessionGuard::new(entry, endpoint.table.epoch());
+                let mut parts = parts;
+                match route(config, guard.entry(), &mut parts) {
+                    Ok(service) => {
+                        let request = Request::from_parts(parts, RequestBody::new(body));
+                        ResponseFuture::session(service, request, guard)
+                    }
+                    Err(rejection) => ResponseFuture::ready(config.reject(rejection)),
                 }
-                let Ok(id) = SessionId::parse(id) else {
-                    return ResponseFuture::ready(config.reject(Rejection::SessionNotFound));
-                };
-                let closing = close_everywhere(Arc::clone(endpoint), id, principal);
-                return ResponseFuture::open(Box::pin(async move {
-                    Ok(Opened::Answered(closing.await))
-                }));
-            }
-            Route::Session(id) => id,
+            })()
         };
-        let principal = config.principal_of(&parts);
-        // Does the request belong to the session? (Only asked when principals are bound.)
-        let owns = |entry: &Entry| config.owns(principal.as_ref(), entry.info.principal());
-        let Some(entry) = endpoint.table.acquire(id, owns) else {
-            // No cluster, or live here but another principal's: 404 without asking the store.
-            if !endpoint.clustered || endpoint.table.contains_key(id) {
-                return ResponseFuture::ready(config.reject(Rejection::SessionNotFound));
-            }
-            // Not live here: restore it from the store (boxed, off the hot path).
-            let Ok(id) = SessionId::parse(id) else {
-                return ResponseFuture::ready(config.reject(Rejection::SessionNotFound));
-            };
-            let restoring = Restoring {
-                inner: self.inner.clone(),
-                factory: self.factory.clone(),
-                endpoint: Arc::clone(endpoint),
-            };
-            return ResponseFuture::open(Box::pin(restoring.run(parts, body, principal, id)));
-        };
-        // From here on the request counts as in flight; dropping the guard undoes that.
-        let guard = SessionGuard::new(entry, endpoint.table.epoch());
-        let mut parts = parts;
-        match route(config, guard.entry(), &mut parts) {
-            Ok(service) => {
-                let request = Request::from_parts(parts, RequestBody::new(body));
-                ResponseFuture::session(service, request, guard)
-            }
-            Err(rejection) => ResponseFuture::ready(config.reject(rejection)),
-        }
+        future.traced(trace)
     }
 }

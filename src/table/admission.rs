@@ -80,12 +80,19 @@ pub(crate) struct Reservation<B: Backend> {
     pub(super) principal: Option<Principal>,
     pub(super) client: Option<ClientKey>,
     pub(super) committed: bool,
+    /// Whether another session was evicted to make this place.
+    pub(super) evicted: bool,
 }
 
 impl<B: Backend> Reservation<B> {
     /// The client key the session will count against, if the table limits clients.
     pub(crate) fn client(&self) -> Option<&ClientKey> {
         self.client.as_ref()
+    }
+
+    /// Whether another session was evicted to make this place.
+    pub(crate) fn evicted(&self) -> bool {
+        self.evicted
     }
 }
 
@@ -153,10 +160,13 @@ impl<B: Backend> Table<B> {
         // An eviction hands the victim's place to this open, so a concurrent open cannot take
         // it in between; two opens that pick the same victim retry with another sample.
         let evict = self.settings.eviction;
+        let mut evicted = false;
         let reserved = self.try_count()
             || (self.reclaim_when_full() && self.try_count())
-            || (evict != Eviction::Off
-                && ((0..EVICT_ATTEMPTS).any(|_| self.evict_one(evict)) || self.try_count()));
+            || (evict != Eviction::Off && {
+                evicted = (0..EVICT_ATTEMPTS).any(|_| self.evict_one(evict));
+                evicted || self.try_count()
+            });
         if !reserved {
             self.release_keys(principal.as_ref(), client.as_ref());
             return Err(Refusal::Full);
@@ -166,6 +176,7 @@ impl<B: Backend> Table<B> {
             principal,
             client,
             committed: false,
+            evicted,
         })
     }
 

@@ -46,6 +46,9 @@ pub(crate) struct Entry<B, S: ?Sized = dyn Payload> {
     closed: CloseFlag,
     /// The `on_open`/`on_close` handshake (see the hooks module).
     pub(super) hooks: HookState,
+    /// The protocol version the session's opening request asked for, as an index of the
+    /// metrics' version labels (in the padding after the two one-byte fields above).
+    pub(crate) protocol: u8,
     /// When the session's last request started (eviction's ranking).
     last_request: AtomicU64,
     extras: OnceLock<Box<Extras>>,
@@ -72,6 +75,7 @@ impl<B, S> Entry<B, S> {
             in_flight: AtomicU32::new(1),
             closed: CloseFlag::default(),
             hooks: HookState::default(),
+            protocol: crate::metrics::UNKNOWN_VERSION,
             last_request: AtomicU64::new(now),
             extras: OnceLock::new(),
             info,
@@ -79,6 +83,14 @@ impl<B, S> Entry<B, S> {
             client: client.map(Box::new),
             payload,
         }
+    }
+}
+
+impl<B, S> Entry<B, S> {
+    /// Sets the protocol version label (an index of the metrics' version labels).
+    pub(crate) fn with_protocol(mut self, protocol: u8) -> Self {
+        self.protocol = protocol;
+        self
     }
 }
 
@@ -148,7 +160,7 @@ impl<B, S: ?Sized> Entry<B, S> {
 
     /// How old the session is at table time `now`, in ms: from its creation (on whichever node
     /// opened it; its record keeps that time), not from when this table got it.
-    fn age(&self, now: u64, times: &Times) -> u64 {
+    pub(super) fn age(&self, now: u64, times: &Times) -> u64 {
         now.saturating_add(times.epoch_wall_ms)
             .saturating_sub(self.info.created_ms())
     }

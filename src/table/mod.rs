@@ -214,6 +214,7 @@ impl<B: Backend> Table<B> {
 
     pub(crate) fn set_max_sessions(&self, max: usize) {
         self.max_sessions.store(max, Ordering::Relaxed);
+        self.settings.metrics.limit(max);
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
@@ -359,6 +360,7 @@ impl<B: Backend> Table<B> {
         }
         // The place and the key counts now belong to the stored session; closing gives them back.
         reservation.committed = true;
+        self.settings.metrics.stored();
         // A restored session may end sooner than a new one would (its lifetime counts from
         // its creation elsewhere): the full-table reclaim must not skip it.
         let now = self.now();
@@ -492,6 +494,10 @@ impl<B: Backend> Table<B> {
             if debug {
                 tracing::debug!(session = %entry.info.id().redacted(), reason = %close.reason, "session closed");
             }
+            let age_ms = entry.age(now, &self.times);
+            self.settings
+                .metrics
+                .closed(close.reason, age_ms, entry.protocol);
             if hooks && entry.hooks.closed(close.reason) {
                 self.run_on_close(&entry, close.reason);
             }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::metrics::Metrics;
 use crate::table::hooks::Hooks;
 
 /// What a full table does with an opening request (see
@@ -38,6 +39,8 @@ pub(crate) struct TableSettings {
     pub(crate) max_per_client: Option<usize>,
     pub(crate) eviction: Eviction,
     pub(crate) hooks: Hooks,
+    /// The layer's series (registered at build; a no-op set before).
+    pub(crate) metrics: Metrics,
 }
 
 impl Default for TableSettings {
@@ -51,6 +54,7 @@ impl Default for TableSettings {
             max_per_client: None,
             eviction: Eviction::Off,
             hooks: Hooks::default(),
+            metrics: Metrics::default(),
         }
     }
 }

@@ -24,6 +24,9 @@
 #[path = "../examples/rmcp_server/app.rs"]
 #[allow(dead_code)]
 mod app;
+#[path = "../../examples/mcp_server/metrics_http.rs"]
+#[allow(dead_code)]
+mod metrics_http;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -494,6 +497,66 @@ async fn a_foreign_origin_or_host_gets_403_and_opens_nothing() {
             }
         }
         assert_eq!(layer.sessions.len(), 2, "only the allowed opens made a session");
+    })
+    .await;
+}
+
+/// The rmcp example's `--metrics-bind`: its app built inside the Prometheus recorder, one rmcp
+/// client's session opened, used, deleted, then a 404; the scrape counts each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layers_metrics_count_an_rmcp_session() {
+    bounded(async {
+        let recorder = metrics_http::recorder();
+        let handle = recorder.handle();
+        let app::App {
+            router,
+            sessions,
+            handlers,
+        } = metrics::with_local_recorder(&recorder, || app::build(app::Config::default()));
+        let server = Server::serve(router, sessions, handlers).await;
+        let (client, id, _) = connect(&server, "client-a").await;
+        assert_eq!(
+            raw(reqwest::Method::POST, &server.url, &id, TOOLS_LIST).await,
+            200
+        );
+        assert_eq!(
+            raw(reqwest::Method::DELETE, &server.url, &id, "").await,
+            204
+        );
+        assert_eq!(
+            raw(reqwest::Method::POST, &server.url, &id, TOOLS_LIST).await,
+            404
+        );
+        drop(client);
+
+        let scrape = http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(metrics_http::router(handle), scrape)
+            .await
+            .unwrap();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(value(r#"tower_mcp_session_sessions_opened{outcome="opened"}"#), 1.0);
+        assert_eq!(value(r#"tower_mcp_session_sessions_closed{reason="deleted"}"#), 1.0);
+        assert_eq!(
+            value(r#"tower_mcp_session_rejections{kind="session_not_found",http_response_status_code="404"}"#),
+            1.0
+        );
+        assert_eq!(value("tower_mcp_session_sessions_live"), 0.0);
+        // notifications/initialized and tools/list at least (the client may also open its
+        // GET stream).
+        assert!(value("tower_mcp_session_requests_routed") >= 2.0, "{text}");
     })
     .await;
 }

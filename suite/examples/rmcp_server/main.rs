@@ -32,6 +32,8 @@
 //! before this one stops.
 
 mod app;
+#[path = "../../../examples/mcp_server/metrics_http.rs"]
+mod metrics_http;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -98,6 +100,10 @@ struct Args {
     /// Without it the handles are kept in this process.
     #[arg(long, env = "MCP_REQUEST_STATE_KEY", hide_env_values = true)]
     request_state_key: Option<String>,
+    /// Serve the layer's metrics as Prometheus text at http://ADDR/metrics, on a listener of
+    /// its own. Off by default.
+    #[arg(long, env = "MCP_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +122,10 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let args = Args::parse();
+    // The recorder first: the layer registers its series with it when it is built.
+    if let Some(addr) = args.metrics_bind {
+        metrics_http::serve(addr, metrics_http::install()).await?;
+    }
     let redis = match &args.redis_url {
         None => None,
         Some(url) => {
