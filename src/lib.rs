@@ -142,6 +142,8 @@ mod error;
 mod id;
 mod info;
 #[cfg(feature = "redis")]
+mod redis_config;
+#[cfg(feature = "redis")]
 mod redis_link;
 mod sync;
 mod time;
@@ -192,6 +194,8 @@ pub use http::rejection::{InvalidSessionHeader, Rejection};
 pub use http::service::SessionService;
 pub use id::{InvalidSessionId, MakeSessionId, Redacted, SessionId, UuidV4};
 pub use info::{ClientKey, Principal, SessionInfo};
+#[cfg(feature = "redis")]
+pub use redis_config::RedisConfig;
 pub use table::Eviction;
 
 /// The README's examples, compiled and run as doctests (with `cargo test --workspace`, which

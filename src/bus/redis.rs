@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use redis::aio::{AsyncPushSender, SendError};
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::cluster::ClusterConfig;
+use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
 };
@@ -16,7 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::bus::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
-use crate::redis_link::{LazyManager, check_prefix, no_answer_within, session_name};
+use crate::redis_config::RedisConfig;
+use crate::redis_link::{
+    LazyManager, Source, check_prefix, join_all, no_answer_within, session_name,
+};
 use crate::sync::lock;
 
 /// The events of sessions between nodes, over Redis sharded pub/sub (Redis 7 or later).
@@ -62,11 +67,22 @@ use crate::sync::lock;
 /// callback only weakly, so a callback that refers back to its session table forms no cycle
 /// through the task.
 ///
-/// The bus talks to one Redis node (standalone, or a primary); it does not follow Redis
-/// Cluster redirections.
+/// # TLS, ACL users, Redis Cluster
+///
+/// [`connect_with`](Self::connect_with) takes a [`RedisConfig`] (`rediss://`, a CA file, a
+/// client certificate, an ACL user, or the nodes of a Redis Cluster). On a cluster the
+/// subscription connection is a redis-rs
+/// [`ClusterConnection`](redis::cluster_async::ClusterConnection) with a push sender:
+/// `SSUBSCRIBE` of a channel goes to the master that owns the channel's slot, and redis-rs
+/// itself subscribes again when a node's connection is lost and comes back, or when its slot
+/// map changes (a failover promoted a replica, a slot moved). So on a cluster a node's
+/// disconnection does not make the task start over; only a failed `PING` or subscription
+/// command does. `SPUBLISH` goes to the slot's master too. Messages published while a
+/// subscription is being moved are lost, as above.
 #[derive(Clone)]
 pub struct RedisBus {
-    client: Client,
+    source: Source,
+    endpoint: Arc<str>,
     prefix: Arc<str>,
     timeout: Duration,
 }
@@ -75,10 +91,8 @@ impl fmt::Debug for RedisBus {
     /// Shows where the bus connects (host and port, or socket path), the database, the channel
     /// prefix and the timeout; never the username or password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.client.get_connection_info();
         f.debug_struct("RedisBus")
-            .field("addr", &format_args!("{}", info.addr()))
-            .field("db", &info.redis_settings().db())
+            .field("addr", &self.endpoint)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish()
@@ -119,9 +133,32 @@ impl RedisBus {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
+        let endpoint = info.addr().to_string();
         let client = Client::open(info.set_redis_settings(redis)).map_err(BusError::new)?;
         Ok(Self {
-            client,
+            source: Source::Single(client),
+            endpoint: endpoint.into(),
+            prefix: prefix.into(),
+            timeout: Self::DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// A bus on the Redis or Redis Cluster that `config` names (TLS, ACL user, cluster
+    /// nodes), with channels `{prefix}{{id}}`; see [`new`](Self::new). Reads the TLS files of
+    /// `config` now; sends nothing yet.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError`] if a URL is not one redis-rs accepts, a TLS file cannot be read or parsed,
+    /// a CA file or client certificate goes with a `redis://` URL, the cluster's URLs disagree,
+    /// or the prefix contains `{` or `}`. The message names the cause, never a password.
+    pub fn connect_with(config: &RedisConfig, prefix: impl Into<String>) -> Result<Self, BusError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix).map_err(BusError::new)?;
+        let source = config.source(true).map_err(BusError::new)?;
+        Ok(Self {
+            source,
+            endpoint: config.describe().into(),
             prefix: prefix.into(),
             timeout: Self::DEFAULT_TIMEOUT,
         })
@@ -170,7 +207,11 @@ impl SessionBus for RedisBus {
             }),
             deliver,
             task: Mutex::new(None),
-            publisher: LazyManager::new(self.client.clone(), self.timeout),
+            publisher: LazyManager::new(
+                self.source.clone(),
+                self.endpoint.to_string(),
+                self.timeout,
+            ),
             bus: self.clone(),
         };
         node.ensure_started();
@@ -226,7 +267,7 @@ impl RedisConnection {
         let subscriber = Subscriber {
             wanted: self.wanted.clone(),
             deliver: Arc::downgrade(&self.deliver),
-            client: self.bus.client.clone(),
+            source: self.bus.source.clone(),
             timeout: self.bus.timeout,
         };
         *task = Some(runtime.spawn(subscriber.run()));
@@ -328,6 +369,9 @@ struct Inbox {
     messages: mpsc::Sender<(Vec<u8>, Vec<u8>)>,
     /// Set when the connection is lost.
     lost: Arc<AtomicBool>,
+    /// On a cluster a node's disconnection is redis-rs's to repair (it reconnects the node
+    /// and subscribes again): it does not count as lost.
+    cluster: bool,
     /// Set while messages are being dropped, so that a burst warns once.
     overflowing: AtomicBool,
     wanted: Arc<Wants>,
@@ -358,7 +402,7 @@ impl AsyncPushSender for Inbox {
                 }
                 self.wanted.wake.notify_one();
             }
-            PushKind::Disconnection => {
+            PushKind::Disconnection if !self.cluster => {
                 self.lost.store(true, Ordering::Release);
                 self.wanted.wake.notify_one();
             }
@@ -375,8 +419,15 @@ type WeakDeliver = Weak<dyn Fn(&SessionId, BusEvent) + Send + Sync>;
 struct Subscriber {
     wanted: Arc<Wants>,
     deliver: WeakDeliver,
-    client: Client,
+    source: Source,
     timeout: Duration,
+}
+
+/// The subscription connection: to one Redis, or to a cluster (which routes each
+/// `SSUBSCRIBE` to its slot's master).
+enum SubConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
 }
 
 impl Subscriber {
@@ -403,18 +454,37 @@ impl Subscriber {
     async fn serve(&self, down: &mut bool, backoff: &mut Duration) -> String {
         let (messages, mut inbox) = mpsc::channel(INBOX);
         let lost = Arc::new(AtomicBool::new(false));
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_push_sender(Inbox {
-                messages,
-                lost: lost.clone(),
-                overflowing: AtomicBool::new(false),
-                wanted: self.wanted.clone(),
-            });
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
+        let inbox_sender = Inbox {
+            messages,
+            lost: lost.clone(),
+            cluster: matches!(self.source, Source::Cluster(_)),
+            overflowing: AtomicBool::new(false),
+            wanted: self.wanted.clone(),
+        };
+        let connecting = async {
+            match &self.source {
+                Source::Single(client) => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(self.timeout))
+                        .set_push_sender(inbox_sender);
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(SubConnection::Single)
+                }
+                Source::Cluster(client) => {
+                    let config = ClusterConfig::new()
+                        .set_connection_timeout(self.timeout)
+                        .set_response_timeout(self.timeout)
+                        .set_push_sender(inbox_sender);
+                    client
+                        .get_async_connection_with_config(config)
+                        .await
+                        .map(SubConnection::Cluster)
+                }
+            }
+        };
         let mut con = match tokio::time::timeout(self.timeout.saturating_mul(2), connecting).await {
             Ok(Ok(con)) => con,
             Ok(Err(error)) => return error.to_string(),
@@ -450,7 +520,12 @@ impl Subscriber {
             }
             if woken.is_err() {
                 let cmd = redis::cmd("PING");
-                let ping = cmd.query_async::<Value>(&mut con);
+                let ping = async {
+                    match &mut con {
+                        SubConnection::Single(con) => cmd.query_async::<Value>(con).await,
+                        SubConnection::Cluster(con) => cmd.query_async::<Value>(con).await,
+                    }
+                };
                 match tokio::time::timeout(self.timeout, ping).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(error)) => return error.to_string(),
@@ -490,18 +565,50 @@ impl Subscriber {
     /// at most [`SUBSCRIBE_BATCH`].
     async fn command(
         &self,
-        con: &mut redis::aio::MultiplexedConnection,
+        con: &mut SubConnection,
         command: &str,
         ids: &[SessionId],
     ) -> Result<(), String> {
         for chunk in ids.chunks(SUBSCRIBE_BATCH) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd(command)
-                    .arg(session_name(&self.wanted.prefix, id))
-                    .ignore();
-            }
-            match tokio::time::timeout(self.timeout, pipe.exec_async(con)).await {
+            let sent = match con {
+                SubConnection::Single(con) => {
+                    let mut pipe = redis::pipe();
+                    for id in chunk {
+                        pipe.cmd(command)
+                            .arg(session_name(&self.wanted.prefix, id))
+                            .ignore();
+                    }
+                    tokio::time::timeout(self.timeout, pipe.exec_async(con)).await
+                }
+                SubConnection::Cluster(con) => {
+                    // One command per channel (each to its slot's master), all at once, and
+                    // through redis-rs's own methods so that its tracker subscribes again
+                    // after a reconnection or a slot move.
+                    let subscribe = command == "SSUBSCRIBE";
+                    let runs = chunk
+                        .iter()
+                        .map(|id| {
+                            let mut con = con.clone();
+                            let channel = session_name(&self.wanted.prefix, id);
+                            Box::pin(async move {
+                                if subscribe {
+                                    con.ssubscribe(channel).await
+                                } else {
+                                    con.sunsubscribe(channel).await
+                                }
+                            })
+                                as std::pin::Pin<
+                                    Box<dyn Future<Output = Result<(), RedisError>> + Send>,
+                                >
+                        })
+                        .collect();
+                    tokio::time::timeout(self.timeout, async {
+                        join_all(runs).await.into_iter().collect::<Result<(), _>>()
+                    })
+                    .await
+                }
+            };
+            match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(describe(command, &error)),
                 Err(_) => {
