@@ -161,7 +161,11 @@ impl LazyManager {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.timeout))
                     .set_response_timeout(Some(self.timeout))
-                    .set_max_delay(Duration::from_secs(2));
+                    .set_max_delay(Duration::from_secs(2))
+                    // No retries inside the connection attempt: the operation that waits for
+                    // it gets the real cause (a refused certificate, WRONGPASS) instead of
+                    // timing out behind the backoff; the next operation tries again.
+                    .set_number_of_retries(0);
                 Link::Single(ConnectionManager::new_lazy_with_config(
                     client.clone(),
                     config,
@@ -177,6 +181,16 @@ impl LazyManager {
         current.0 += 1;
         current.1 = Some(link.clone());
         Ok((current.0, link))
+    }
+
+    /// Retires the link of `generation` after an operation on it failed with `unavailable`
+    /// (Redis could not be reached or refused the connection): the manager reconnects by
+    /// itself only after an I/O error, and would keep a connection attempt that failed
+    /// authentication (a rotated password, a disabled user) for good.
+    pub(crate) fn failed(&self, generation: u64, unavailable: bool) {
+        if unavailable {
+            self.retire(generation);
+        }
     }
 
     /// Drops the link of `generation` if it is still the current one: the next operation

@@ -10,7 +10,7 @@
 #                         server.key, client.pem, client.key, and other-ca.pem (a CA that
 #                         signed nothing here: the wrong CA)
 #   TMS_REDIS_TLS_PORT    redis-server with TLS only (`--port 0 --tls-port P`), certificate for
-#                         localhost and 127.0.0.1, client certificates not required
+#                         localhost only (not 127.0.0.1: the host-name check), client certificates not required
 #   TMS_REDIS_MTLS_PORT   the same with `tls-auth-clients yes` (mutual TLS)
 #   TMS_REDIS_ACL_PORT    plain TCP, ACL user `app` (password in TMS_REDIS_ACL_PASSWORD),
 #                         `default` user without password too (for the tests' admin connection)
@@ -91,7 +91,7 @@ start_redis() {
 wait_ready() {
   local port="$1"; shift
   local deadline=$((SECONDS + 10))
-  until redis-cli -h 127.0.0.1 -p "$port" "$@" ping 2>/dev/null | grep -q PONG; do
+  until redis-cli -h localhost -p "$port" "$@" ping 2>/dev/null | grep -q PONG; do
     [ "$SECONDS" -lt "$deadline" ] || { note "redis-server on port $port did not start"; exit 1; }
     sleep 0.1
   done
@@ -105,7 +105,7 @@ if [ "$want_tls" = 1 ]; then
     -keyout "$C/ca.key" -out "$C/ca.pem"
   ossl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tms other CA" \
     -keyout "$C/other-ca.key" -out "$C/other-ca.pem"
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$C/server.ext"
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$C/server.ext"
   ossl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$C/server.key" -out "$C/server.csr"
   ossl x509 -req -in "$C/server.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" -CAcreateserial \
     -days 2 -extfile "$C/server.ext" -out "$C/server.pem"

@@ -233,6 +233,11 @@ struct Wanted {
     ids: HashSet<SessionId>,
     /// Sessions added to or removed from `ids` since the task last looked.
     dirty: HashSet<SessionId>,
+    /// Wanted sessions whose channel the server unsubscribed this node from without being
+    /// asked: a Redis Cluster sends `sunsubscribe` when the slot leaves the node (a failover
+    /// made it a replica, a slot migrated). The task subscribes to them again, which reaches
+    /// the slot's new master.
+    dropped: HashSet<SessionId>,
 }
 
 impl Wants {
@@ -345,7 +350,11 @@ impl RedisConnection {
         self.ensure_started();
         let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
         match tokio::time::timeout(self.bus.timeout, cmd.query_async::<T>(&mut manager)).await {
-            Ok(result) => result.map_err(BusError::new),
+            Ok(result) => result.map_err(|error| {
+                self.publisher
+                    .failed(generation, crate::redis_link::is_unavailable(&error));
+                BusError::new(error)
+            }),
             Err(_) => {
                 self.publisher.retire(generation);
                 Err(BusError::new(no_answer_within(self.bus.timeout)))
@@ -401,6 +410,21 @@ impl AsyncPushSender for Inbox {
                     Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError),
                 }
                 self.wanted.wake.notify_one();
+            }
+            PushKind::SUnsubscribe => {
+                let Some(Value::BulkString(channel)) = info.data.first() else {
+                    return Ok(());
+                };
+                let Some(id) = id_of_channel(&self.wanted.prefix, channel) else {
+                    return Ok(());
+                };
+                let dropped = {
+                    let mut state = self.wanted.state();
+                    state.ids.contains(&id) && state.dropped.insert(id)
+                };
+                if dropped {
+                    self.wanted.wake.notify_one();
+                }
             }
             PushKind::Disconnection if !self.cluster => {
                 self.lost.store(true, Ordering::Release);
@@ -495,6 +519,7 @@ impl Subscriber {
         let wanted: Vec<SessionId> = {
             let mut state = self.wanted.state();
             state.dirty.clear();
+            state.dropped.clear();
             state.ids.iter().cloned().collect()
         };
         if let Err(error) = self.command(&mut con, "SSUBSCRIBE", &wanted).await {
@@ -535,7 +560,19 @@ impl Subscriber {
             }
             let (add, remove) = {
                 let mut state = self.wanted.state();
-                let dirty = std::mem::take(&mut state.dirty);
+                let mut dirty = std::mem::take(&mut state.dirty);
+                let dropped = std::mem::take(&mut state.dropped);
+                if !dropped.is_empty() {
+                    tracing::info!(
+                        sessions = dropped.len(),
+                        "session bus: Redis moved some subscriptions (a failover or a slot \
+                         move); subscribing again"
+                    );
+                }
+                for id in dropped {
+                    subscribed.remove(&id);
+                    dirty.insert(id);
+                }
                 let mut add = Vec::new();
                 let mut remove = Vec::new();
                 for id in dirty {

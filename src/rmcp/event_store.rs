@@ -245,7 +245,13 @@ impl RedisEventStore {
         }
         let (generation, manager) = self.manager.get()?;
         match tokio::time::timeout(self.timeout, op(manager)).await {
-            Ok(result) => Ok(result?),
+            Ok(result) => {
+                if let Err(error) = &result {
+                    self.manager
+                        .failed(generation, crate::redis_link::is_unavailable(error));
+                }
+                Ok(result?)
+            }
             Err(_) => {
                 self.manager.retire(generation);
                 Err(format!("the event store had {}", no_answer_within(self.timeout)).into())

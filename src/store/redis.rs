@@ -279,7 +279,14 @@ impl RedisStore {
         }
         let (generation, manager) = self.inner.manager.get().map_err(redis_error)?;
         match tokio::time::timeout(self.inner.timeout, op(manager)).await {
-            Ok(result) => result,
+            Ok(result) => {
+                if let Err(error) = &result {
+                    self.inner
+                        .manager
+                        .failed(generation, error.is_unavailable());
+                }
+                result
+            }
             Err(_) => {
                 self.inner.manager.retire(generation);
                 Err(StoreError::timed_out(self.inner.timeout))
