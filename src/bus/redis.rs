@@ -5,7 +5,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
 use redis::cluster::ClusterConfig;
@@ -109,6 +109,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Quiet time after which the subscription connection is checked with `PING`.
 const HEALTH_CHECK: Duration = Duration::from_secs(5);
+/// On a Redis Cluster: how often the slot map is read (`CLUSTER SLOTS`) to find out that a
+/// failover moved a slot, whose subscriptions must then be made again on its new master.
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(1);
 
 impl RedisBus {
     /// The default [timeout](Self::with_timeout): 1 second.
@@ -363,6 +366,43 @@ impl RedisConnection {
     }
 }
 
+/// Which master serves each slot range, as `CLUSTER SLOTS` says (asked of any node, within
+/// `timeout`): `(first slot, last slot, master host:port)`, sorted. `None` if it could not be
+/// read (the check is then skipped, not failed).
+async fn slot_masters(
+    con: &mut ClusterConnection,
+    timeout: Duration,
+) -> Option<Vec<(i64, i64, String)>> {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    let slots = cmd.query_async::<Value>(con);
+    let Ok(Ok(Value::Array(ranges))) = tokio::time::timeout(timeout, slots).await else {
+        return None;
+    };
+    let mut map = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(master))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return None;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+            Some(Value::SimpleString(host)) => host.clone(),
+            _ => return None,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return None;
+        };
+        map.push((*first, *last, format!("{host}:{port}")));
+    }
+    map.sort();
+    Some(map)
+}
+
 /// The session id in a channel name [`session_name`] made; `None` for anything else.
 fn id_of_channel(prefix: &str, channel: &[u8]) -> Option<SessionId> {
     let inner = channel
@@ -535,13 +575,44 @@ impl Subscriber {
         }
         *backoff = MIN_BACKOFF;
 
+        // On a cluster: the slot map the subscriptions were made for, and when it was read.
+        let mut topology = match &mut con {
+            SubConnection::Single(_) => None,
+            SubConnection::Cluster(con) => {
+                Some((slot_masters(con, self.timeout).await, Instant::now()))
+            }
+        };
+        let quiet = if topology.is_some() {
+            TOPOLOGY_CHECK
+        } else {
+            HEALTH_CHECK
+        };
         loop {
-            let woken = tokio::time::timeout(HEALTH_CHECK, self.wanted.wake.notified()).await;
+            let woken = tokio::time::timeout(quiet, self.wanted.wake.notified()).await;
             while let Ok((channel, payload)) = inbox.try_recv() {
                 self.dispatch(&channel, &payload);
             }
             if lost.load(Ordering::Acquire) {
                 return "the connection was closed".to_owned();
+            }
+            if let (Some((seen, at)), SubConnection::Cluster(con)) = (&mut topology, &mut con)
+                && at.elapsed() >= TOPOLOGY_CHECK
+            {
+                // A master that died takes its subscriptions with it, and redis-rs keeps
+                // trying that node instead of moving them to the promoted replica: when the
+                // slot map changes, start over on a new connection, which subscribes every
+                // wanted channel on its slot's current master.
+                let now = slot_masters(con, self.timeout).await;
+                *at = Instant::now();
+                if let (Some(before), Some(after)) = (seen.as_ref(), now.as_ref())
+                    && before != after
+                {
+                    return "the Redis Cluster's slot map changed (a failover or a slot move)"
+                        .to_owned();
+                }
+                if seen.is_none() {
+                    *seen = now;
+                }
             }
             if woken.is_err() {
                 let cmd = redis::cmd("PING");
