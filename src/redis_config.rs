@@ -55,6 +55,10 @@ pub struct RedisConfig {
 
 /// What a [`RedisConfig`] builds: a client for one endpoint or for a cluster.
 #[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per backend and kept in place; never moved on a request's path"
+)]
 pub(crate) enum Source {
     Single(Client),
     Cluster(ClusterClient),

@@ -167,8 +167,9 @@ impl RedisBus {
         })
     }
 
-    /// A bus on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`); see
-    /// [`new`](Self::new).
+    /// A bus on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`, `rediss://`
+    /// for TLS with the system's roots); see [`new`](Self::new). For a CA file, a client
+    /// certificate or a Redis Cluster use [`connect_with`](Self::connect_with).
     ///
     /// # Errors
     ///

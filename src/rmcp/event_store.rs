@@ -161,7 +161,8 @@ impl RedisEventStore {
     }
 
     /// A store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
-    /// `unix:///path`); see [`new`](Self::new).
+    /// `rediss://` for TLS with the system's roots, `unix:///path`); see [`new`](Self::new).
+    /// For a CA file, a client certificate or a Redis Cluster use [`connect`](Self::connect).
     ///
     /// # Errors
     ///

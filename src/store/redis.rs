@@ -212,8 +212,8 @@ impl RedisStore {
     }
 
     /// A store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
-    /// `rediss://` for TLS if redis-rs was built with a TLS feature, `unix:///path`); see
-    /// [`new`](Self::new).
+    /// `rediss://` for TLS with the system's roots, `unix:///path`); see [`new`](Self::new).
+    /// For a CA file, a client certificate or a Redis Cluster use [`connect`](Self::connect).
     ///
     /// # Errors
     ///
