@@ -148,7 +148,8 @@ impl RedisBus {
 
     /// A bus on the Redis or Redis Cluster that `config` names (TLS, ACL user, cluster
     /// nodes), with channels `{prefix}{{id}}`; see [`new`](Self::new). Reads the TLS files of
-    /// `config` now; sends nothing yet.
+    /// `config` now; sends nothing yet. (Not `connect`: that is [`SessionBus::connect`], which
+    /// opens one node's connections to the bus.)
     ///
     /// # Errors
     ///
