@@ -1,5 +1,7 @@
 //! Several servers: what `RedisStore` (with `RedisBus`) costs, against `MemoryStore` and no
-//! store, on a real Redis (127.0.0.1:6379, or `REDIS_URL`), in one run:
+//! store, on a real Redis (127.0.0.1:6379, or `REDIS_URL`: `rediss://` with the CA file in
+//! `REDIS_CA`; or a Redis Cluster, the node URLs comma-separated in `REDIS_CLUSTER`; figures of a
+//! cluster summed over its masters), in one run (`STORE_LABEL` names it: `7-store-<label>.md`):
 //!
 //! 1. `routed/{none,memory,redis}`: requests routed to sessions live on this node (1k sessions
 //!    opened first, walked in a fixed random order), criterion throughput; then a paired pass
@@ -91,42 +93,70 @@ impl Counts {
     }
 }
 
-/// A plain (non-pooled) connection for `INFO`, `MEMORY USAGE` and the final cleanup.
+/// Plain (non-pooled) connections for `INFO`, `MEMORY USAGE` and the final cleanup: to the
+/// one Redis, or to every node of a Redis Cluster (figures summed over its masters).
 struct Admin {
-    con: redis::Connection,
+    cons: Vec<redis::Connection>,
 }
 
 impl Admin {
-    fn info(&mut self, section: &str) -> String {
-        redis::cmd("INFO")
-            .arg(section)
-            .query(&mut self.con)
-            .expect("INFO")
+    /// Connections to `urls` (with the CA file `ca` for `rediss://`).
+    fn connect(urls: &[String], ca: Option<&str>) -> redis::RedisResult<Self> {
+        let mut cons = Vec::new();
+        for url in urls {
+            let client = match ca {
+                Some(ca) => redis::Client::build_with_tls(
+                    url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(std::fs::read(ca)?),
+                    },
+                )?,
+                None => redis::Client::open(url.as_str())?,
+            };
+            cons.push(client.get_connection()?);
+        }
+        Ok(Self { cons })
     }
 
-    /// `cmdstat_<name>` → calls, from `INFO commandstats`.
+    /// The connections to masters (all of them on a single Redis).
+    fn masters(&mut self) -> impl Iterator<Item = &mut redis::Connection> {
+        self.cons.iter_mut().filter_map(|con| {
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query(con).ok()?;
+            matches!(&role[0], redis::Value::BulkString(r) if r == b"master").then_some(con)
+        })
+    }
+
+    fn info_of(con: &mut redis::Connection, section: &str) -> String {
+        redis::cmd("INFO").arg(section).query(con).expect("INFO")
+    }
+
+    /// `cmdstat_<name>` → calls, from `INFO commandstats`, summed over the masters.
     fn command_calls(&mut self) -> HashMap<String, u64> {
-        let text = self.info("commandstats");
         let mut calls = HashMap::new();
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix("cmdstat_") else {
-                continue;
-            };
-            let Some((name, stats)) = rest.split_once(':') else {
-                continue;
-            };
-            let n = stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            calls.insert(name.to_owned(), n);
+        for con in self.masters() {
+            let text = Self::info_of(con, "commandstats");
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("cmdstat_") else {
+                    continue;
+                };
+                let Some((name, stats)) = rest.split_once(':') else {
+                    continue;
+                };
+                let n = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                *calls.entry(name.to_owned()).or_insert(0) += n;
+            }
         }
         calls
     }
 
+    /// `key` of INFO `section` on the first node.
     fn field(&mut self, section: &str, key: &str) -> String {
-        let text = self.info(section);
+        let text = Self::info_of(&mut self.cons[0], section);
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}:")))
             .unwrap_or("?")
@@ -134,8 +164,17 @@ impl Admin {
             .to_owned()
     }
 
+    /// `used_memory`, summed over the masters.
     fn used_memory(&mut self) -> i64 {
-        self.field("memory", "used_memory").parse().unwrap_or(0)
+        self.masters()
+            .map(|con| {
+                Self::info_of(con, "memory")
+                    .lines()
+                    .find_map(|l| l.strip_prefix("used_memory:"))
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     /// `used_memory` once two readings 300 ms apart differ by less than 16 KiB (at most 5 s).
@@ -152,7 +191,21 @@ impl Admin {
         last
     }
 
-    fn keys(&mut self, prefix: &str) -> Vec<Vec<u8>> {
+    /// `MEMORY USAGE` of `key` on whichever master holds it.
+    fn memory_usage(&mut self, key: &str) -> Option<u64> {
+        self.masters().find_map(|con| {
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query::<Option<u64>>(con)
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn keys_of(con: &mut redis::Connection, prefix: &str) -> Vec<Vec<u8>> {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -162,7 +215,7 @@ impl Admin {
                 .arg(format!("{prefix}*"))
                 .arg("COUNT")
                 .arg(1000)
-                .query(&mut self.con)
+                .query(con)
                 .expect("SCAN");
             keys.extend(batch);
             cursor = next;
@@ -172,16 +225,28 @@ impl Admin {
         }
     }
 
-    /// Deletes the keys under `prefix` (only those); returns how many.
+    fn keys(&mut self, prefix: &str) -> Vec<Vec<u8>> {
+        self.masters()
+            .flat_map(|con| Self::keys_of(con, prefix))
+            .collect()
+    }
+
+    /// Deletes the keys under `prefix` (only those); returns how many. One `DEL` per key, in
+    /// pipelines: on a cluster the keys of one node are in many slots.
     fn cleanup(&mut self, prefix: &str) -> usize {
-        let keys = self.keys(prefix);
-        for chunk in keys.chunks(1000) {
-            let _: u64 = redis::cmd("DEL")
-                .arg(chunk)
-                .query(&mut self.con)
-                .expect("DEL");
+        let mut deleted = 0;
+        for con in self.masters() {
+            let keys = Self::keys_of(con, prefix);
+            for chunk in keys.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+                pipe.exec(con).expect("DEL");
+            }
+            deleted += keys.len();
         }
-        keys.len()
+        deleted
     }
 }
 
@@ -292,15 +357,34 @@ fn main() {
     };
     let n = Counts::new(smoke);
     let since = SystemTime::now();
+    // The Redis: REDIS_URL (one; `rediss://` with the CA file REDIS_CA), or REDIS_CLUSTER
+    // (comma-separated node URLs of a Redis Cluster).
+    let cluster: Option<Vec<String>> = std::env::var("REDIS_CLUSTER")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let ca = std::env::var("REDIS_CA").ok().filter(|v| !v.is_empty());
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let admin = redis::Client::open(url.as_str()).and_then(|c| c.get_connection());
+    let urls = cluster.clone().unwrap_or_else(|| vec![url.clone()]);
+    let mut config = match &cluster {
+        Some(nodes) => tower_mcp_session::RedisConfig::cluster(nodes.clone()),
+        None => tower_mcp_session::RedisConfig::new(url.clone()),
+    };
+    if let Some(ca) = &ca {
+        config = config.ca_file(ca);
+    }
+    let shown = match &cluster {
+        Some(nodes) => format!("a Redis Cluster of {} nodes ({})", nodes.len(), nodes[0]),
+        None => url.clone(),
+    };
+    let admin = Admin::connect(&urls, ca.as_deref());
     let mut admin = match admin {
-        Ok(con) => Admin { con },
+        Ok(admin) => admin,
         Err(error) if smoke => {
-            println!("store bench: Redis at {url} unreachable ({error}); smoke run skipped");
+            println!("store bench: Redis at {shown} unreachable ({error}); smoke run skipped");
             return;
         }
-        Err(error) => panic!("Redis at {url} unreachable: {error}"),
+        Err(error) => panic!("Redis at {shown} unreachable: {error}"),
     };
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -317,8 +401,8 @@ fn main() {
         .unwrap();
     let _enter = rt.enter();
 
-    let redis_store = || RedisStore::open(&url, prefix.as_str()).expect("store");
-    let redis_bus = || RedisBus::open(&url, prefix.as_str()).expect("bus");
+    let redis_store = || RedisStore::connect(&config, prefix.as_str()).expect("store");
+    let redis_bus = || RedisBus::connect_with(&config, prefix.as_str()).expect("bus");
     // The default idle timeout (30 min): criterion's long windows leave sessions unused for
     // seconds. Part 2 builds its own layer with a 4 s idle timeout.
     let base = || mcp_layer(usize::MAX);
@@ -346,9 +430,13 @@ fn main() {
         .unwrap_or_else(|| "?".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let out = format!(
-        "### Several servers: RedisStore\n\nRedis {redis_version} at {url} (loopback), {cores} cores ({cpu}), tokio multi-thread runtime with 2 workers.\n\n{body}"
+        "### Several servers: RedisStore\n\nRedis {redis_version} at {shown} (loopback), {cores} cores ({cpu}), tokio multi-thread runtime with 2 workers.\n\n{body}"
     );
-    write_summary("7-store", &out);
+    // STORE_LABEL names the run (`cluster`, `tls`): its summary goes beside the plain one.
+    let label = std::env::var("STORE_LABEL")
+        .map(|l| format!("-{l}"))
+        .unwrap_or_default();
+    write_summary(&format!("7-store{label}"), &out);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -630,14 +718,7 @@ fn run(
         .step_by((ids.len() / 100).max(1))
         .map(|id| {
             let key = format!("{}{{{id}}}", redis_store().prefix());
-            redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(&key)
-                .arg("SAMPLES")
-                .arg(0)
-                .query::<Option<u64>>(&mut admin.con)
-                .expect("MEMORY USAGE")
-                .unwrap_or(0)
+            admin.memory_usage(&key).unwrap_or(0)
         })
         .collect();
     let mean_usage = sample.iter().sum::<u64>() as f64 / sample.len().max(1) as f64;

@@ -144,6 +144,8 @@ mod error;
 mod id;
 mod info;
 #[cfg(feature = "redis")]
+mod redis_config;
+#[cfg(feature = "redis")]
 mod redis_link;
 mod sync;
 mod time;
@@ -195,6 +197,8 @@ pub use http::rejection::{InvalidSessionHeader, Rejection};
 pub use http::service::SessionService;
 pub use id::{InvalidSessionId, MakeSessionId, Redacted, SessionId, UuidV4};
 pub use info::{ClientKey, Principal, SessionInfo};
+#[cfg(feature = "redis")]
+pub use redis_config::RedisConfig;
 pub use table::Eviction;
 
 /// The README's examples, compiled and run as doctests (with `cargo test --workspace`, which

@@ -1,11 +1,16 @@
 //! What [`RedisStore`](crate::store::RedisStore) and [`RedisBus`](crate::bus::RedisBus) share:
-//! the names of a session's key and channel, and a lazily made, replaceable connection manager.
+//! the names of a session's key and channel, and a lazily made, replaceable connection (to one
+//! Redis or to a Redis Cluster).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterConfig;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+pub(crate) use crate::redis_config::Source;
 
 use crate::id::SessionId;
 use crate::sync::lock;
@@ -62,50 +67,133 @@ pub(crate) fn session_name(prefix: &str, id: &SessionId) -> String {
     name
 }
 
-/// A [`ConnectionManager`] made on first use and replaced after a timeout.
+/// One connection to what a [`Source`] names: a [`ConnectionManager`] for one Redis, a
+/// [`ClusterConnection`] (which follows `MOVED`/`ASK` and refreshes its slot map by itself) for
+/// a Redis Cluster. Cheap to clone: both multiplex one set of sockets.
+#[derive(Clone)]
+pub(crate) enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(con) => con.req_packed_command(cmd),
+            Self::Cluster(con) => con.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(con) => con.req_packed_commands(cmd, offset, count),
+            Self::Cluster(con) => con.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(con) => con.get_db(),
+            Self::Cluster(con) => con.get_db(),
+        }
+    }
+}
+
+/// A [`Link`] made on first use and replaced after a timeout.
 ///
 /// Made on first use because making one spawns a task (it needs a tokio runtime, which the
 /// constructors do not); replaced after a timeout because the manager reconnects only after
 /// an I/O error, and a connection that went silent (no reset, no answer) gives none: every
 /// later command would wait for its timeout.
 pub(crate) struct LazyManager {
-    pub(crate) client: Client,
+    source: Source,
+    /// Where the source connects, without credentials (for `Debug`).
+    pub(crate) endpoint: String,
     timeout: Duration,
-    /// The generation of the current manager (counts replacements) and the manager.
-    current: Mutex<(u64, Option<ConnectionManager>)>,
+    /// The generation of the current link (counts replacements) and the link.
+    current: Mutex<(u64, Option<Link>)>,
 }
 
 impl LazyManager {
-    pub(crate) fn new(client: Client, timeout: Duration) -> Self {
+    pub(crate) fn new(source: Source, endpoint: String, timeout: Duration) -> Self {
         Self {
-            client,
+            source,
+            endpoint,
             timeout,
             current: Mutex::new((0, None)),
         }
     }
 
-    fn current(&self) -> MutexGuard<'_, (u64, Option<ConnectionManager>)> {
+    /// A manager for one Redis `client` (the backends' `new(client, …)` constructors).
+    pub(crate) fn single(client: Client, timeout: Duration) -> Self {
+        let endpoint = client.get_connection_info().addr().to_string();
+        Self::new(Source::Single(client), endpoint, timeout)
+    }
+
+    /// The same source with another timeout, and no link yet.
+    pub(crate) fn with_timeout(&self, timeout: Duration) -> Self {
+        Self::new(self.source.clone(), self.endpoint.clone(), timeout)
+    }
+
+    /// The source this manager connects to.
+    pub(crate) fn source(&self) -> &Source {
+        &self.source
+    }
+
+    fn current(&self) -> MutexGuard<'_, (u64, Option<Link>)> {
         lock(&self.current)
     }
 
-    /// The current manager and its generation, made if there is none. Call on a tokio
+    /// The current link and its generation, made if there is none. Call on a tokio
     /// runtime.
-    pub(crate) fn get(&self) -> Result<(u64, ConnectionManager), RedisError> {
+    pub(crate) fn get(&self) -> Result<(u64, Link), RedisError> {
         let mut current = self.current();
-        if let Some(manager) = &current.1 {
-            return Ok((current.0, manager.clone()));
+        if let Some(link) = &current.1 {
+            return Ok((current.0, link.clone()));
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_max_delay(Duration::from_secs(2));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        let link = match &self.source {
+            Source::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_max_delay(Duration::from_secs(2))
+                    // No retries inside the connection attempt: the operation that waits for
+                    // it gets the real cause (a refused certificate, WRONGPASS) instead of
+                    // timing out behind the backoff; the next operation tries again.
+                    .set_number_of_retries(0);
+                Link::Single(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config,
+                )?)
+            }
+            Source::Cluster(client) => {
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout);
+                Link::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+        };
         current.0 += 1;
-        current.1 = Some(manager.clone());
-        Ok((current.0, manager))
+        current.1 = Some(link.clone());
+        Ok((current.0, link))
     }
 
-    /// Drops the manager of `generation` if it is still the current one: the next operation
+    /// Retires the link of `generation` after an operation on it failed with `unavailable`
+    /// (Redis could not be reached or refused the connection): the manager reconnects by
+    /// itself only after an I/O error, and would keep a connection attempt that failed
+    /// authentication (a rotated password, a disabled user) for good.
+    pub(crate) fn failed(&self, generation: u64, unavailable: bool) {
+        if unavailable {
+            self.retire(generation);
+        }
+    }
+
+    /// Drops the link of `generation` if it is still the current one: the next operation
     /// makes a new one.
     pub(crate) fn retire(&self, generation: u64) {
         let retired = {
@@ -118,4 +206,34 @@ impl LazyManager {
         };
         drop(retired);
     }
+}
+
+/// Runs `futures` concurrently and returns their outputs in order (the cluster's per-slot
+/// pipelines of one operation, which do not wait for each other).
+pub(crate) async fn join_all<T>(
+    futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
+    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

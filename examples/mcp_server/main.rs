@@ -133,9 +133,26 @@ struct Args {
     /// Redis URL (`redis://127.0.0.1:6379`): keep session records and data in Redis and join
     /// the other servers with the same URL and prefix through its pub/sub, so sessions
     /// survive restarts and work on every server. Without it everything stays in memory.
-    /// Needs a build with `--features redis`.
+    /// `rediss://` for TLS; `redis[s]://user:password@host:port` for an ACL user. With
+    /// --redis-cluster: the URLs of some nodes of a Redis Cluster, separated by commas. The
+    /// server checks it at startup (PING) and exits with Redis's error if it cannot use it
+    /// (wrong password, refused certificate, unreachable). Needs a build with
+    /// `--features redis`.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// --redis-url names nodes of a Redis Cluster (comma-separated URLs; one reachable node
+    /// is enough).
+    #[arg(long, env = "MCP_REDIS_CLUSTER")]
+    redis_cluster: bool,
+    /// PEM file of the CA certificates to trust for `rediss://` instead of the system's roots.
+    #[arg(long, env = "MCP_REDIS_CA")]
+    redis_ca: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate chain for mutual TLS (with --redis-key).
+    #[arg(long, env = "MCP_REDIS_CERT", requires = "redis_key")]
+    redis_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key (with --redis-cert).
+    #[arg(long, env = "MCP_REDIS_KEY", requires = "redis_cert")]
+    redis_key: Option<std::path::PathBuf>,
     /// Prefix of every Redis key and channel of this deployment.
     #[arg(long, env = "MCP_REDIS_PREFIX", default_value = "mcp:")]
     redis_prefix: String,
@@ -163,7 +180,7 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     let secs = |s: u64| Duration::from_secs(s.max(1));
-    let cluster = cluster(&args)?;
+    let cluster = cluster(&args).await?;
     // The recorder first: the layer registers its series with it when it is built.
     if let Some(addr) = args.metrics_bind {
         metrics_http::serve(addr, metrics_http::install()).await?;
@@ -258,26 +275,47 @@ async fn shutdown_signal() -> server::Stop {
 }
 
 /// The cluster the flags name, if any.
-fn cluster(args: &Args) -> std::io::Result<Option<Cluster>> {
+async fn cluster(args: &Args) -> std::io::Result<Option<Cluster>> {
     let Some(url) = &args.redis_url else {
         return Ok(None);
     };
-    redis_cluster(url, &args.redis_prefix).map(Some)
+    redis_cluster(url, args).await.map(Some)
 }
 
-/// Records, data and messages in the Redis at `url`, under `prefix`.
+/// Records, data and messages in the Redis (or Redis Cluster) at `url`, under the prefix;
+/// checked with a PING, so that a wrong password or a refused certificate stops the server at
+/// startup with Redis's error (at run time the same failures are an outage: 503, logged once).
 #[cfg(feature = "redis")]
-fn redis_cluster(url: &str, prefix: &str) -> std::io::Result<Cluster> {
+async fn redis_cluster(url: &str, args: &Args) -> std::io::Result<Cluster> {
+    use tower_mcp_session::RedisConfig;
     use tower_mcp_session::bus::RedisBus;
-    use tower_mcp_session::store::RedisStore;
-    let store = RedisStore::open(url, prefix).map_err(std::io::Error::other)?;
-    let bus = RedisBus::open(url, prefix).map_err(std::io::Error::other)?;
-    tracing::info!(prefix, "sessions kept in Redis");
+    use tower_mcp_session::store::{RedisStore, SessionStore};
+    let mut config = if args.redis_cluster {
+        RedisConfig::cluster(url.split(',').map(str::trim).filter(|u| !u.is_empty()))
+    } else {
+        RedisConfig::new(url)
+    };
+    if let Some(ca) = &args.redis_ca {
+        config = config.ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (&args.redis_cert, &args.redis_key) {
+        config = config.client_cert(cert, key);
+    }
+    let prefix = args.redis_prefix.as_str();
+    let store = RedisStore::connect(&config, prefix).map_err(std::io::Error::other)?;
+    let bus = RedisBus::connect_with(&config, prefix).map_err(std::io::Error::other)?;
+    if let Err(error) = store.ping().await {
+        // `config`'s Debug and the store's errors never hold the password.
+        return Err(std::io::Error::other(format!(
+            "cannot use Redis ({config:?}): {error}"
+        )));
+    }
+    tracing::info!(prefix, redis = ?config, "sessions kept in Redis");
     Ok(Cluster::new(store).bus(bus))
 }
 
 #[cfg(not(feature = "redis"))]
-fn redis_cluster(_url: &str, _prefix: &str) -> std::io::Result<Cluster> {
+async fn redis_cluster(_url: &str, _args: &Args) -> std::io::Result<Cluster> {
     Err(std::io::Error::other(
         "--redis-url needs Redis support: build the example with `--features redis`",
     ))

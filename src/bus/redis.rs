@@ -5,9 +5,11 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::aio::{AsyncPushSender, SendError};
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::cluster::ClusterConfig;
+use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
 };
@@ -16,7 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::bus::{BusConnection, BusError, BusEvent, BusFuture, Deliver, SessionBus};
 use crate::id::SessionId;
-use crate::redis_link::{LazyManager, check_prefix, no_answer_within, session_name};
+use crate::redis_config::RedisConfig;
+use crate::redis_link::{
+    LazyManager, Source, check_prefix, join_all, no_answer_within, session_name,
+};
 use crate::sync::lock;
 
 /// The events of sessions between nodes, over Redis sharded pub/sub (Redis 7 or later).
@@ -62,11 +67,22 @@ use crate::sync::lock;
 /// callback only weakly, so a callback that refers back to its session table forms no cycle
 /// through the task.
 ///
-/// The bus talks to one Redis node (standalone, or a primary); it does not follow Redis
-/// Cluster redirections.
+/// # TLS, ACL users, Redis Cluster
+///
+/// [`connect_with`](Self::connect_with) takes a [`RedisConfig`] (`rediss://`, a CA file, a
+/// client certificate, an ACL user, or the nodes of a Redis Cluster). On a cluster the
+/// subscription connection is a redis-rs
+/// [`ClusterConnection`](redis::cluster_async::ClusterConnection) with a push sender:
+/// `SSUBSCRIBE` of a channel goes to the master that owns the channel's slot, and redis-rs
+/// itself subscribes again when a node's connection is lost and comes back, or when its slot
+/// map changes (a failover promoted a replica, a slot moved). So on a cluster a node's
+/// disconnection does not make the task start over; only a failed `PING` or subscription
+/// command does. `SPUBLISH` goes to the slot's master too. Messages published while a
+/// subscription is being moved are lost, as above.
 #[derive(Clone)]
 pub struct RedisBus {
-    client: Client,
+    source: Source,
+    endpoint: Arc<str>,
     prefix: Arc<str>,
     timeout: Duration,
 }
@@ -75,10 +91,8 @@ impl fmt::Debug for RedisBus {
     /// Shows where the bus connects (host and port, or socket path), the database, the channel
     /// prefix and the timeout; never the username or password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.client.get_connection_info();
         f.debug_struct("RedisBus")
-            .field("addr", &format_args!("{}", info.addr()))
-            .field("db", &info.redis_settings().db())
+            .field("addr", &self.endpoint)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish()
@@ -95,6 +109,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Quiet time after which the subscription connection is checked with `PING`.
 const HEALTH_CHECK: Duration = Duration::from_secs(5);
+/// On a Redis Cluster: how often the slot map is read (`CLUSTER SLOTS`) to find out that a
+/// failover moved a slot, whose subscriptions must then be made again on its new master.
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(1);
 
 impl RedisBus {
     /// The default [timeout](Self::with_timeout): 1 second.
@@ -119,16 +136,41 @@ impl RedisBus {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
+        let endpoint = info.addr().to_string();
         let client = Client::open(info.set_redis_settings(redis)).map_err(BusError::new)?;
         Ok(Self {
-            client,
+            source: Source::Single(client),
+            endpoint: endpoint.into(),
             prefix: prefix.into(),
             timeout: Self::DEFAULT_TIMEOUT,
         })
     }
 
-    /// A bus on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`); see
-    /// [`new`](Self::new).
+    /// A bus on the Redis or Redis Cluster that `config` names (TLS, ACL user, cluster
+    /// nodes), with channels `{prefix}{{id}}`; see [`new`](Self::new). Reads the TLS files of
+    /// `config` now; sends nothing yet. (Not `connect`: that is [`SessionBus::connect`], which
+    /// opens one node's connections to the bus.)
+    ///
+    /// # Errors
+    ///
+    /// [`BusError`] if a URL is not one redis-rs accepts, a TLS file cannot be read or parsed,
+    /// a CA file or client certificate goes with a `redis://` URL, the cluster's URLs disagree,
+    /// or the prefix contains `{` or `}`. The message names the cause, never a password.
+    pub fn connect_with(config: &RedisConfig, prefix: impl Into<String>) -> Result<Self, BusError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix).map_err(BusError::new)?;
+        let source = config.source(true).map_err(BusError::new)?;
+        Ok(Self {
+            source,
+            endpoint: config.describe().into(),
+            prefix: prefix.into(),
+            timeout: Self::DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// A bus on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`, `rediss://`
+    /// for TLS with the system's roots); see [`new`](Self::new). For a CA file, a client
+    /// certificate or a Redis Cluster use [`connect_with`](Self::connect_with).
     ///
     /// # Errors
     ///
@@ -170,7 +212,11 @@ impl SessionBus for RedisBus {
             }),
             deliver,
             task: Mutex::new(None),
-            publisher: LazyManager::new(self.client.clone(), self.timeout),
+            publisher: LazyManager::new(
+                self.source.clone(),
+                self.endpoint.to_string(),
+                self.timeout,
+            ),
             bus: self.clone(),
         };
         node.ensure_started();
@@ -192,6 +238,11 @@ struct Wanted {
     ids: HashSet<SessionId>,
     /// Sessions added to or removed from `ids` since the task last looked.
     dirty: HashSet<SessionId>,
+    /// Wanted sessions whose channel the server unsubscribed this node from without being
+    /// asked: a Redis Cluster sends `sunsubscribe` when the slot leaves the node (a failover
+    /// made it a replica, a slot migrated). The task subscribes to them again, which reaches
+    /// the slot's new master.
+    dropped: HashSet<SessionId>,
 }
 
 impl Wants {
@@ -226,7 +277,7 @@ impl RedisConnection {
         let subscriber = Subscriber {
             wanted: self.wanted.clone(),
             deliver: Arc::downgrade(&self.deliver),
-            client: self.bus.client.clone(),
+            source: self.bus.source.clone(),
             timeout: self.bus.timeout,
         };
         *task = Some(runtime.spawn(subscriber.run()));
@@ -304,13 +355,54 @@ impl RedisConnection {
         self.ensure_started();
         let (generation, mut manager) = self.publisher.get().map_err(BusError::new)?;
         match tokio::time::timeout(self.bus.timeout, cmd.query_async::<T>(&mut manager)).await {
-            Ok(result) => result.map_err(BusError::new),
+            Ok(result) => result.map_err(|error| {
+                self.publisher
+                    .failed(generation, crate::redis_link::is_unavailable(&error));
+                BusError::new(error)
+            }),
             Err(_) => {
                 self.publisher.retire(generation);
                 Err(BusError::new(no_answer_within(self.bus.timeout)))
             }
         }
     }
+}
+
+/// Which master serves each slot range, as `CLUSTER SLOTS` says (asked of any node, within
+/// `timeout`): `(first slot, last slot, master host:port)`, sorted. `None` if it could not be
+/// read (the check is then skipped, not failed).
+async fn slot_masters(
+    con: &mut ClusterConnection,
+    timeout: Duration,
+) -> Option<Vec<(i64, i64, String)>> {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    let slots = cmd.query_async::<Value>(con);
+    let Ok(Ok(Value::Array(ranges))) = tokio::time::timeout(timeout, slots).await else {
+        return None;
+    };
+    let mut map = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(master))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return None;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+            Some(Value::SimpleString(host)) => host.clone(),
+            _ => return None,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return None;
+        };
+        map.push((*first, *last, format!("{host}:{port}")));
+    }
+    map.sort();
+    Some(map)
 }
 
 /// The session id in a channel name [`session_name`] made; `None` for anything else.
@@ -328,6 +420,9 @@ struct Inbox {
     messages: mpsc::Sender<(Vec<u8>, Vec<u8>)>,
     /// Set when the connection is lost.
     lost: Arc<AtomicBool>,
+    /// On a cluster a node's disconnection is redis-rs's to repair (it reconnects the node
+    /// and subscribes again): it does not count as lost.
+    cluster: bool,
     /// Set while messages are being dropped, so that a burst warns once.
     overflowing: AtomicBool,
     wanted: Arc<Wants>,
@@ -358,7 +453,22 @@ impl AsyncPushSender for Inbox {
                 }
                 self.wanted.wake.notify_one();
             }
-            PushKind::Disconnection => {
+            PushKind::SUnsubscribe => {
+                let Some(Value::BulkString(channel)) = info.data.first() else {
+                    return Ok(());
+                };
+                let Some(id) = id_of_channel(&self.wanted.prefix, channel) else {
+                    return Ok(());
+                };
+                let dropped = {
+                    let mut state = self.wanted.state();
+                    state.ids.contains(&id) && state.dropped.insert(id)
+                };
+                if dropped {
+                    self.wanted.wake.notify_one();
+                }
+            }
+            PushKind::Disconnection if !self.cluster => {
                 self.lost.store(true, Ordering::Release);
                 self.wanted.wake.notify_one();
             }
@@ -375,8 +485,15 @@ type WeakDeliver = Weak<dyn Fn(&SessionId, BusEvent) + Send + Sync>;
 struct Subscriber {
     wanted: Arc<Wants>,
     deliver: WeakDeliver,
-    client: Client,
+    source: Source,
     timeout: Duration,
+}
+
+/// The subscription connection: to one Redis, or to a cluster (which routes each
+/// `SSUBSCRIBE` to its slot's master).
+enum SubConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
 }
 
 impl Subscriber {
@@ -403,18 +520,37 @@ impl Subscriber {
     async fn serve(&self, down: &mut bool, backoff: &mut Duration) -> String {
         let (messages, mut inbox) = mpsc::channel(INBOX);
         let lost = Arc::new(AtomicBool::new(false));
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_push_sender(Inbox {
-                messages,
-                lost: lost.clone(),
-                overflowing: AtomicBool::new(false),
-                wanted: self.wanted.clone(),
-            });
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
+        let inbox_sender = Inbox {
+            messages,
+            lost: lost.clone(),
+            cluster: matches!(self.source, Source::Cluster(_)),
+            overflowing: AtomicBool::new(false),
+            wanted: self.wanted.clone(),
+        };
+        let connecting = async {
+            match &self.source {
+                Source::Single(client) => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(self.timeout))
+                        .set_push_sender(inbox_sender);
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(SubConnection::Single)
+                }
+                Source::Cluster(client) => {
+                    let config = ClusterConfig::new()
+                        .set_connection_timeout(self.timeout)
+                        .set_response_timeout(self.timeout)
+                        .set_push_sender(inbox_sender);
+                    client
+                        .get_async_connection_with_config(config)
+                        .await
+                        .map(SubConnection::Cluster)
+                }
+            }
+        };
         let mut con = match tokio::time::timeout(self.timeout.saturating_mul(2), connecting).await {
             Ok(Ok(con)) => con,
             Ok(Err(error)) => return error.to_string(),
@@ -425,6 +561,7 @@ impl Subscriber {
         let wanted: Vec<SessionId> = {
             let mut state = self.wanted.state();
             state.dirty.clear();
+            state.dropped.clear();
             state.ids.iter().cloned().collect()
         };
         if let Err(error) = self.command(&mut con, "SSUBSCRIBE", &wanted).await {
@@ -440,17 +577,53 @@ impl Subscriber {
         }
         *backoff = MIN_BACKOFF;
 
+        // On a cluster: the slot map the subscriptions were made for, and when it was read.
+        let mut topology = match &mut con {
+            SubConnection::Single(_) => None,
+            SubConnection::Cluster(con) => {
+                Some((slot_masters(con, self.timeout).await, Instant::now()))
+            }
+        };
+        let quiet = if topology.is_some() {
+            TOPOLOGY_CHECK
+        } else {
+            HEALTH_CHECK
+        };
         loop {
-            let woken = tokio::time::timeout(HEALTH_CHECK, self.wanted.wake.notified()).await;
+            let woken = tokio::time::timeout(quiet, self.wanted.wake.notified()).await;
             while let Ok((channel, payload)) = inbox.try_recv() {
                 self.dispatch(&channel, &payload);
             }
             if lost.load(Ordering::Acquire) {
                 return "the connection was closed".to_owned();
             }
+            if let (Some((seen, at)), SubConnection::Cluster(con)) = (&mut topology, &mut con)
+                && at.elapsed() >= TOPOLOGY_CHECK
+            {
+                // A master that died takes its subscriptions with it, and redis-rs keeps
+                // trying that node instead of moving them to the promoted replica: when the
+                // slot map changes, start over on a new connection, which subscribes every
+                // wanted channel on its slot's current master.
+                let now = slot_masters(con, self.timeout).await;
+                *at = Instant::now();
+                if let (Some(before), Some(after)) = (seen.as_ref(), now.as_ref())
+                    && before != after
+                {
+                    return "the Redis Cluster's slot map changed (a failover or a slot move)"
+                        .to_owned();
+                }
+                if seen.is_none() {
+                    *seen = now;
+                }
+            }
             if woken.is_err() {
                 let cmd = redis::cmd("PING");
-                let ping = cmd.query_async::<Value>(&mut con);
+                let ping = async {
+                    match &mut con {
+                        SubConnection::Single(con) => cmd.query_async::<Value>(con).await,
+                        SubConnection::Cluster(con) => cmd.query_async::<Value>(con).await,
+                    }
+                };
                 match tokio::time::timeout(self.timeout, ping).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(error)) => return error.to_string(),
@@ -460,7 +633,19 @@ impl Subscriber {
             }
             let (add, remove) = {
                 let mut state = self.wanted.state();
-                let dirty = std::mem::take(&mut state.dirty);
+                let mut dirty = std::mem::take(&mut state.dirty);
+                let dropped = std::mem::take(&mut state.dropped);
+                if !dropped.is_empty() {
+                    tracing::info!(
+                        sessions = dropped.len(),
+                        "session bus: Redis moved some subscriptions (a failover or a slot \
+                         move); subscribing again"
+                    );
+                }
+                for id in dropped {
+                    subscribed.remove(&id);
+                    dirty.insert(id);
+                }
                 let mut add = Vec::new();
                 let mut remove = Vec::new();
                 for id in dirty {
@@ -490,18 +675,50 @@ impl Subscriber {
     /// at most [`SUBSCRIBE_BATCH`].
     async fn command(
         &self,
-        con: &mut redis::aio::MultiplexedConnection,
+        con: &mut SubConnection,
         command: &str,
         ids: &[SessionId],
     ) -> Result<(), String> {
         for chunk in ids.chunks(SUBSCRIBE_BATCH) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd(command)
-                    .arg(session_name(&self.wanted.prefix, id))
-                    .ignore();
-            }
-            match tokio::time::timeout(self.timeout, pipe.exec_async(con)).await {
+            let sent = match con {
+                SubConnection::Single(con) => {
+                    let mut pipe = redis::pipe();
+                    for id in chunk {
+                        pipe.cmd(command)
+                            .arg(session_name(&self.wanted.prefix, id))
+                            .ignore();
+                    }
+                    tokio::time::timeout(self.timeout, pipe.exec_async(con)).await
+                }
+                SubConnection::Cluster(con) => {
+                    // One command per channel (each to its slot's master), all at once, and
+                    // through redis-rs's own methods so that its tracker subscribes again
+                    // after a reconnection or a slot move.
+                    let subscribe = command == "SSUBSCRIBE";
+                    let runs = chunk
+                        .iter()
+                        .map(|id| {
+                            let mut con = con.clone();
+                            let channel = session_name(&self.wanted.prefix, id);
+                            Box::pin(async move {
+                                if subscribe {
+                                    con.ssubscribe(channel).await
+                                } else {
+                                    con.sunsubscribe(channel).await
+                                }
+                            })
+                                as std::pin::Pin<
+                                    Box<dyn Future<Output = Result<(), RedisError>> + Send>,
+                                >
+                        })
+                        .collect();
+                    tokio::time::timeout(self.timeout, async {
+                        join_all(runs).await.into_iter().collect::<Result<(), _>>()
+                    })
+                    .await
+                }
+            };
+            match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(describe(command, &error)),
                 Err(_) => {

@@ -4,14 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Client, RedisError};
 use rmcp::model::ServerJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::{
     EventId, EventStore, EventStoreError, EventStream, ServerSseMessage,
 };
 
-use crate::redis_link::{LazyManager, check_prefix, no_answer_within};
+use crate::redis_config::RedisConfig;
+use crate::redis_link::{LazyManager, Link, check_prefix, no_answer_within};
 use crate::rmcp::EventFuture;
 
 /// rmcp's [`EventStore`] on Redis Streams: the SSE events of rmcp sessions, shared by every
@@ -69,12 +69,16 @@ use crate::rmcp::EventFuture;
 ///   reconnect for what comes later).
 ///
 /// Redis 6.2 or later (the layer's bus needs 7). Commands go through one redis-rs
-/// [`ConnectionManager`] per store (shared by clones), made on the first operation and
+/// [`ConnectionManager`](redis::aio::ConnectionManager) per store (shared by clones), made on the first operation and
 /// connecting lazily, as for [`RedisStore`](crate::store::RedisStore). Every operation ends
 /// within the store's [timeout](Self::with_timeout) with an [`EventStoreError`] past it, and a
 /// timeout retires the connection (the next operation makes a new one). Operations must run
-/// on a tokio runtime with its time driver; elsewhere they fail instead of panicking. The
-/// store talks to one Redis node; it does not follow Redis Cluster redirections.
+/// on a tokio runtime with its time driver; elsewhere they fail instead of panicking.
+///
+/// [`connect`](Self::connect) takes a [`RedisConfig`]: TLS (`rediss://`, a CA file, a client
+/// certificate), an ACL user, or the nodes of a Redis Cluster. On a cluster each command, and
+/// each `MULTI`/`EXEC` block (one key: one slot), goes to the master of the stream key's slot
+/// and follows `MOVED` and `ASK`.
 #[derive(Clone)]
 pub struct RedisEventStore {
     prefix: Arc<str>,
@@ -88,10 +92,8 @@ impl fmt::Debug for RedisEventStore {
     /// Shows where the store connects, the database, the prefix and the bounds; never the
     /// username or password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.manager.client.get_connection_info();
         f.debug_struct("RedisEventStore")
-            .field("addr", &format_args!("{}", info.addr()))
-            .field("db", &info.redis_settings().db())
+            .field("addr", &self.manager.endpoint)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("max_events", &self.max_events)
@@ -125,12 +127,42 @@ impl RedisEventStore {
             timeout: Self::DEFAULT_TIMEOUT,
             max_events: Self::DEFAULT_MAX_EVENTS,
             ttl: Self::DEFAULT_TTL,
-            manager: Arc::new(LazyManager::new(client, Self::DEFAULT_TIMEOUT)),
+            manager: Arc::new(LazyManager::single(client, Self::DEFAULT_TIMEOUT)),
+        })
+    }
+
+    /// A store on the Redis or Redis Cluster that `config` names (TLS, ACL user, cluster
+    /// nodes), with keys under `prefix`; see [`new`](Self::new). Reads the TLS files of
+    /// `config` now; sends nothing yet.
+    ///
+    /// # Errors
+    ///
+    /// If a URL is not one redis-rs accepts, a TLS file cannot be read or parsed, a CA file or
+    /// client certificate goes with a `redis://` URL, the cluster's URLs disagree, or the
+    /// prefix contains `{` or `}`. The message names the cause, never a password.
+    pub fn connect(
+        config: &RedisConfig,
+        prefix: impl Into<String>,
+    ) -> Result<Self, EventStoreError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix)?;
+        let source = config.source(false)?;
+        Ok(Self {
+            prefix: prefix.into(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_events: Self::DEFAULT_MAX_EVENTS,
+            ttl: Self::DEFAULT_TTL,
+            manager: Arc::new(LazyManager::new(
+                source,
+                config.describe(),
+                Self::DEFAULT_TIMEOUT,
+            )),
         })
     }
 
     /// A store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
-    /// `unix:///path`); see [`new`](Self::new).
+    /// `rediss://` for TLS with the system's roots, `unix:///path`); see [`new`](Self::new).
+    /// For a CA file, a client certificate or a Redis Cluster use [`connect`](Self::connect).
     ///
     /// # Errors
     ///
@@ -144,7 +176,7 @@ impl RedisEventStore {
     /// of the connection. A zero timeout fails every operation. The returned store has its
     /// own connection (clones made before this call keep theirs).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.manager = Arc::new(LazyManager::new(self.manager.client.clone(), timeout));
+        self.manager = Arc::new(self.manager.with_timeout(timeout));
         self.timeout = timeout;
         self
     }
@@ -203,7 +235,7 @@ impl RedisEventStore {
     /// Runs `op` on the store's connection within the timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, EventStoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         if tokio::runtime::Handle::try_current().is_err() {
@@ -214,7 +246,13 @@ impl RedisEventStore {
         }
         let (generation, manager) = self.manager.get()?;
         match tokio::time::timeout(self.timeout, op(manager)).await {
-            Ok(result) => Ok(result?),
+            Ok(result) => {
+                if let Err(error) = &result {
+                    self.manager
+                        .failed(generation, crate::redis_link::is_unavailable(error));
+                }
+                Ok(result?)
+            }
             Err(_) => {
                 self.manager.retire(generation);
                 Err(format!("the event store had {}", no_answer_within(self.timeout)).into())

@@ -7,12 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
-use redis::aio::ConnectionManager;
+use redis::cluster_routing::Slot;
 use redis::{Client, RedisError, Script};
 
 use crate::id::SessionId;
 use crate::info::Principal;
-use crate::redis_link::{LazyManager, check_prefix, session_name};
+use crate::redis_config::RedisConfig;
+use crate::redis_link::{LazyManager, Link, check_prefix, join_all, session_name};
 use crate::store::{OpeningRequest, SessionRecord, SessionStore, StoreError, StoreFuture};
 
 /// Session records in Redis: one hash per session, shared by every node that uses the same
@@ -55,7 +56,8 @@ use crate::store::{OpeningRequest, SessionRecord, SessionStore, StoreError, Stor
 ///   unreadable, or a key of another type, is [`StoreError`].
 /// * [`touch`](SessionStore::touch): pipelines of one `PEXPIRE` per id, at most 1024 per
 ///   pipeline, each pipeline within the timeout; `PEXPIRE` on a key that is gone does
-///   nothing. No ids: no round trip.
+///   nothing. No ids: no round trip. On a Redis Cluster the ids are grouped by slot first
+///   (a pipeline goes to one node), one pipeline per slot, all sent at once.
 /// * [`delete`](SessionStore::delete): `DEL`.
 /// * [`delete_if_unused`](SessionStore::delete_if_unused): one script: `PTTL`, then `DEL` only
 ///   if the remaining TTL shows no refresh since the evicting node last used the session.
@@ -71,7 +73,7 @@ use crate::store::{OpeningRequest, SessionRecord, SessionStore, StoreError, Stor
 ///
 /// # Connection and timeouts
 ///
-/// Commands go through one redis-rs [`ConnectionManager`] per store (shared by clones): a
+/// Commands go through one redis-rs [`ConnectionManager`](redis::aio::ConnectionManager) per store (shared by clones): a
 /// multiplexed connection that pipelines the commands of concurrent requests on one socket,
 /// reconnects by itself after an I/O error, and is part of the `redis` crate, maintained by
 /// the redis-rs organisation. It was chosen over `fred`, which offers as much and more (pools,
@@ -90,8 +92,18 @@ use crate::store::{OpeningRequest, SessionRecord, SessionStore, StoreError, Stor
 /// on a tokio runtime with its time driver (any runtime built by `#[tokio::main]`); polled
 /// elsewhere they fail with [`StoreError`] instead of panicking.
 ///
-/// The store talks to one Redis node (standalone, or a primary behind a proxy); it does not
-/// follow Redis Cluster redirections.
+/// # TLS, ACL users, Redis Cluster
+///
+/// [`connect`](Self::connect) takes a [`RedisConfig`]: `rediss://` with the system's roots or
+/// a CA file, a client certificate, an ACL user in the URL, or the nodes of a Redis Cluster.
+/// On a cluster the store uses a redis-rs
+/// [`ClusterConnection`](redis::cluster_async::ClusterConnection) instead of the manager: each
+/// command and script goes to the master of its key's slot and follows `MOVED` and `ASK`
+/// (the slot map is refreshed on a `MOVED`); every command of the store names one key, and a
+/// session has one key, so nothing is ever cross-slot. A failed authentication (a password
+/// changed or a user disabled with `ACL SETUSER` while the store runs) is an
+/// [unavailable](StoreError::is_unavailable) store, like Redis down. Errors and `Debug`
+/// never show the password.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -107,10 +119,8 @@ impl fmt::Debug for RedisStore {
     /// Shows where the store connects (host and port, or socket path), the database, the key
     /// prefix and the timeout; never the username or password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.inner.manager.client.get_connection_info();
         f.debug_struct("RedisStore")
-            .field("addr", &format_args!("{}", info.addr()))
-            .field("db", &info.redis_settings().db())
+            .field("addr", &self.inner.manager.endpoint)
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .finish()
@@ -179,12 +189,34 @@ impl RedisStore {
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, StoreError> {
         let prefix = prefix.into();
         check_prefix(&prefix).map_err(StoreError::new)?;
-        Ok(Self::build(client, prefix, Self::DEFAULT_TIMEOUT))
+        Ok(Self::build(
+            LazyManager::single(client, Self::DEFAULT_TIMEOUT),
+            prefix,
+            Self::DEFAULT_TIMEOUT,
+        ))
+    }
+
+    /// A store on the Redis or Redis Cluster that `config` names (TLS, ACL user, cluster
+    /// nodes), with keys `{prefix}{{id}}`; see [`new`](Self::new). Reads the TLS files of
+    /// `config` now; sends nothing yet.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if a URL is not one redis-rs accepts, a TLS file cannot be read or
+    /// parsed, a CA file or client certificate goes with a `redis://` URL, the cluster's URLs
+    /// disagree (scheme, user, password), or the prefix contains `{` or `}`. The message names
+    /// the cause, never a password.
+    pub fn connect(config: &RedisConfig, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix).map_err(StoreError::new)?;
+        let source = config.source(false).map_err(StoreError::new)?;
+        let manager = LazyManager::new(source, config.describe(), Self::DEFAULT_TIMEOUT);
+        Ok(Self::build(manager, prefix, Self::DEFAULT_TIMEOUT))
     }
 
     /// A store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
-    /// `rediss://` for TLS if redis-rs was built with a TLS feature, `unix:///path`); see
-    /// [`new`](Self::new).
+    /// `rediss://` for TLS with the system's roots, `unix:///path`); see [`new`](Self::new).
+    /// For a CA file, a client certificate or a Redis Cluster use [`connect`](Self::connect).
     ///
     /// # Errors
     ///
@@ -203,7 +235,7 @@ impl RedisStore {
     /// The returned store has its own connection (clones made before this call keep theirs).
     pub fn with_timeout(self, timeout: Duration) -> Self {
         Self::build(
-            self.inner.manager.client.clone(),
+            self.inner.manager.with_timeout(timeout),
             self.inner.prefix.clone(),
             timeout,
         )
@@ -219,12 +251,12 @@ impl RedisStore {
         self.inner.timeout
     }
 
-    fn build(client: Client, prefix: String, timeout: Duration) -> Self {
+    fn build(manager: LazyManager, prefix: String, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 prefix,
                 timeout,
-                manager: LazyManager::new(client, timeout),
+                manager,
             }),
         }
     }
@@ -237,7 +269,7 @@ impl RedisStore {
     /// Runs `op` on the store's connection within the timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         if tokio::runtime::Handle::try_current().is_err() {
@@ -250,7 +282,14 @@ impl RedisStore {
         }
         let (generation, manager) = self.inner.manager.get().map_err(redis_error)?;
         match tokio::time::timeout(self.inner.timeout, op(manager)).await {
-            Ok(result) => result,
+            Ok(result) => {
+                if let Err(error) = &result {
+                    self.inner
+                        .manager
+                        .failed(generation, error.is_unavailable());
+                }
+                result
+            }
             Err(_) => {
                 self.inner.manager.retire(generation);
                 Err(StoreError::timed_out(self.inner.timeout))
@@ -451,25 +490,64 @@ impl SessionStore for RedisStore {
     fn touch<'a>(&'a self, ids: &'a [SessionId], ttl: Duration) -> StoreFuture<'a, Vec<SessionId>> {
         Box::pin(async move {
             let ms = ttl_ms(ttl);
-            let mut missing = Vec::new();
-            for chunk in ids.chunks(TOUCH_BATCH) {
-                let mut pipe = redis::pipe();
-                for id in chunk {
-                    pipe.cmd("PEXPIRE").arg(self.key(id)).arg(ms);
+            let cluster = matches!(
+                self.inner.manager.source(),
+                crate::redis_link::Source::Cluster(_)
+            );
+            let batches: Vec<Vec<&SessionId>> = if cluster {
+                // A pipeline goes to one node: one per slot (a session's key is in its id's slot).
+                let mut by_slot: std::collections::HashMap<Slot, Vec<&SessionId>> =
+                    std::collections::HashMap::new();
+                for id in ids {
+                    by_slot
+                        .entry(Slot::for_key(self.key(id)))
+                        .or_default()
+                        .push(id);
                 }
-                // PEXPIRE answers 0 for a key that does not exist.
-                let set: Vec<i64> =
-                    self.run(|mut con| async move {
-                        pipe.query_async(&mut con).await.map_err(redis_error)
+                by_slot
+                    .into_values()
+                    .flat_map(|ids| {
+                        ids.chunks(TOUCH_BATCH)
+                            .map(<[&SessionId]>::to_vec)
+                            .collect::<Vec<_>>()
                     })
-                    .await?;
-                missing.extend(
-                    chunk
-                        .iter()
-                        .zip(set)
-                        .filter(|(_, set)| *set == 0)
-                        .map(|(id, _)| id.clone()),
-                );
+                    .collect()
+            } else {
+                ids.chunks(TOUCH_BATCH)
+                    .map(|chunk| chunk.iter().collect())
+                    .collect()
+            };
+            let mut missing = Vec::new();
+            // Standalone: one pipeline after another; cluster: every slot's at once.
+            let parallel = if cluster { batches.len() } else { 1 };
+            for group in batches.chunks(parallel.max(1)) {
+                let runs = group
+                    .iter()
+                    .map(|batch| {
+                        let mut pipe = redis::pipe();
+                        for id in batch {
+                            pipe.cmd("PEXPIRE").arg(self.key(id)).arg(ms);
+                        }
+                        Box::pin(self.run(|mut con| async move {
+                            pipe.query_async::<Vec<i64>>(&mut con)
+                                .await
+                                .map_err(redis_error)
+                        }))
+                            as std::pin::Pin<
+                                Box<dyn Future<Output = Result<Vec<i64>, StoreError>> + Send + '_>,
+                            >
+                    })
+                    .collect();
+                for (batch, set) in group.iter().zip(join_all(runs).await) {
+                    // PEXPIRE answers 0 for a key that does not exist.
+                    missing.extend(
+                        batch
+                            .iter()
+                            .zip(set?)
+                            .filter(|(_, set)| *set == 0)
+                            .map(|(id, _)| (*id).clone()),
+                    );
+                }
             }
             Ok(missing)
         })
