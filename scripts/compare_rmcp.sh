@@ -18,6 +18,10 @@
 #   COMPARE_MAX_SECS    most seconds of each row's open phase and of its call phase (default 10)
 #   COMPARE_CONCURRENCY requests in flight (default 32)
 #   COMPARE_WAIT_SECS   most seconds to wait for the flood scripts (default 600)
+#   COMPARE_REDIS       1 (default) adds the row layer-redis: the layer with --redis-url on a
+#                       private redis-server started on a free loopback port (no persistence),
+#                       with the Redis commands per tools/call (INFO's total_commands_processed
+#                       over the row, opens included) and the keys left after the row; 0 skips it
 #
 # Output: one tab-separated row per (path, size), then the same as a markdown table
 # (also written to target/compare-rmcp.md) with the ratios against rmcp's own server.
@@ -75,12 +79,26 @@ EOF
   done
 }
 
-# row LABEL MODE PROTOCOL SESSIONS: a fresh server, one client run, one result row.
+REDIS_PID=""
+REDIS_PORT=""
+if [ "${COMPARE_REDIS:-1}" = 1 ]; then
+  REDIS_PORT="$(free_port)"
+  setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$ROOT/target/compare-rmcp-redis.log" 2>&1 </dev/null &
+  REDIS_PID=$!
+  trap 'stop_server; stop_group "$REDIS_PID" 25' EXIT
+  until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+fi
+redis_commands() { redis-cli -p "$REDIS_PORT" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'; }
+
+# row LABEL MODE PROTOCOL SESSIONS [SERVER ARGS...]: a fresh server, one client run, one row.
 ROWS=()
+NOTES=()
 row() {
-  local label="$1" mode="$2" protocol="$3" n="$4" port line
+  local label="$1" mode="$2" protocol="$3" n="$4" port line before=""
+  shift 4
   port="$(free_port)"
-  setsid "$SERVER" --mode "$mode" --bind "127.0.0.1:$port" --max-sessions $((n + 1000)) \
+  setsid "$SERVER" --mode "$mode" --bind "127.0.0.1:$port" --max-sessions $((n + 1000)) "$@" \
     >"$LOG" 2>&1 </dev/null &
   SERVER_PID=$!
   wait_ready "$port"
@@ -91,12 +109,24 @@ row() {
   echo "$line"
   ROWS+=("$line")
 }
+# redis_row SESSIONS: layer-redis, with its Redis commands per call and the keys it left.
+redis_row() {
+  local before after keys calls
+  redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  before="$(redis_commands)"
+  row layer-redis layer stateful "$1" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  after="$(redis_commands)"
+  keys="$(redis-cli -p "$REDIS_PORT" dbsize)"
+  calls="$(cut -f9 <<<"${ROWS[-1]}")"
+  NOTES+=("layer-redis at $1 sessions: $((after - before)) Redis commands for $1 opens and ${calls:-?} calls; $keys keys left")
+}
 
-printf 'path\tsessions\topens/s\tcalls/s\tp50_ms\tp99_ms\trss_B/session\terrors\n'
+printf 'path\tsessions\topens/s\tcalls/s\tp50_ms\tp99_ms\trss_B/session\terrors\tcalls\n'
 for n in $SIZES; do
   row rmcp-native rmcp-native stateful "$n"
   row layer-stateful layer stateful "$n"
   row layer-stateless layer stateless "$n"
+  [ -z "$REDIS_PORT" ] || redis_row "$n"
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -116,5 +146,6 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT"
 echo
 cat "$OUT"
+[ "${#NOTES[@]}" -eq 0 ] || printf '%s\n' "${NOTES[@]}" | tee -a "$OUT"
 echo
 echo "compare_rmcp: load average before $LOAD_BEFORE, after $LOAD_AFTER; $(nproc) cores; $((SECONDS - started)) s in all (table in $OUT)"

@@ -3,7 +3,7 @@
 //! them, and prints one tab-separated result row:
 //!
 //! ```text
-//! label  sessions  opens/s  calls/s  p50_ms  p99_ms  rss_per_session_bytes  errors
+//! label  sessions  opens/s  calls/s  p50_ms  p99_ms  rss_per_session_bytes  errors  calls
 //! ```
 //!
 //! `--protocol stateful` opens a session as MCP 2025-11-25 does: `initialize` (the answer's
@@ -344,7 +344,7 @@ async fn main() {
         eprintln!("rmcp_load {}: first error: {e}", args.label);
     }
     println!(
-        "{}\t{}\t{:.0}\t{:.0}\t{:.2}\t{:.2}\t{}\t{}",
+        "{}\t{}\t{:.0}\t{:.0}\t{:.2}\t{:.2}\t{}\t{}\t{}",
         args.label,
         opened,
         opened as f64 / open_secs,
@@ -353,5 +353,6 @@ async fn main() {
         percentile(&latencies, 0.99),
         per_session,
         errors.load(Ordering::Relaxed),
+        latencies.len(),
     );
 }
