@@ -126,6 +126,7 @@
 //! | `axum` | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core); [`Rejection`] as an axum response |
 //! | `client` | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
 //! | `rmcp` | [`rmcp`](mod@rmcp): one stateful rmcp (official Rust SDK) session per layer session, under the layer's id |
+//! | `postgres` | [`store::PostgresStore`] and [`bus::PostgresBus`]: the same on PostgreSQL alone (one table, LISTEN/NOTIFY; tokio-postgres and deadpool-postgres) |
 //! | `redis` | [`store::RedisStore`] and [`bus::RedisBus`]: sessions that survive restarts and span nodes (redis-rs); with `rmcp` too, `rmcp::RedisEventStore` (resumption with `Last-Event-ID` through any node) |
 
 #![deny(missing_docs)]
@@ -141,6 +142,8 @@ mod close;
 mod error;
 mod id;
 mod info;
+#[cfg(feature = "postgres")]
+mod pg_link;
 #[cfg(feature = "redis")]
 mod redis_link;
 mod sync;

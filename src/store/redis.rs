@@ -125,10 +125,13 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
 /// `HINCRBY` of `d:<key>` only if the record exists. `KEYS[1]` the record, `ARGV[1]` the
-/// field, `ARGV[2]` the increment. Returns the new value, or nil if there is no record.
+/// field, `ARGV[2]` the increment. Returns the new value as text (`HGET`: the integer reply
+/// of `HINCRBY` would pass through a Lua number, a double, which rounds integers beyond
+/// 2^53 and turned `i64::MAX` into `i64::MIN`), or nil if there is no record.
 const INCREMENT_SCRIPT: &str = "\
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])";
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])";
 
 /// A new record, only if none exists under its id. `KEYS[1]` the record, `ARGV[1]` the time to
 /// live in ms (`0`: none), then field/value pairs. Returns 1 if written, 0 if the id is taken.
@@ -570,17 +573,25 @@ impl SessionStore for RedisStore {
         by: i64,
     ) -> StoreFuture<'a, Option<i64>> {
         Box::pin(async move {
-            self.run(|mut con| async move {
-                scripts()
-                    .increment
-                    .key(self.key(id))
-                    .arg(format!("{DATA_FIELD}{key}"))
-                    .arg(by)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(|error| increment_error(key, error))
-            })
-            .await
+            let value: Option<String> = self
+                .run(|mut con| async move {
+                    scripts()
+                        .increment
+                        .key(self.key(id))
+                        .arg(format!("{DATA_FIELD}{key}"))
+                        .arg(by)
+                        .invoke_async(&mut con)
+                        .await
+                        .map_err(|error| increment_error(key, error))
+                })
+                .await?;
+            value
+                .map(|text| {
+                    text.parse::<i64>().map_err(|_| {
+                        StoreError::new(format!("the value of `{key}` is not an integer"))
+                    })
+                })
+                .transpose()
         })
     }
 }
