@@ -71,7 +71,7 @@ CREATE INDEX IF NOT EXISTS bus_payloads_created ON {schema}.bus_payloads (create
 }
 
 /// The key of the advisory lock the migration takes (an arbitrary constant: "tms-mig").
-const MIGRATION_LOCK: i64 = 0x746d_732d_6d69_67;
+const MIGRATION_LOCK: i64 = 0x0074_6d73_2d6d_6967;
 
 /// Runs [`migration`] on `client`, in one transaction under the advisory lock.
 pub(crate) async fn migrate(

@@ -371,7 +371,7 @@ async fn ttl_is_set_and_touch_refreshes_it<B: Backend>() {
         .touch(std::slice::from_ref(&session.id), Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(gone, [session.id.clone()]);
+    assert_eq!(gone, std::slice::from_ref(&session.id));
     assert_eq!(store.load(&session.id).await.unwrap(), None);
 }
 
@@ -1294,12 +1294,9 @@ async fn an_unreachable_store_answers_503<B: Backend>() {
         r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Service unavailable: session store unreachable"},"id":null}"#
     );
     // A restore too: 503, not 404 (the session may well exist).
-    let restore = bounded(
-        node.clone()
-            .oneshot(post(Some(&new_id().to_string()), ANSWER)),
-    )
-    .await
-    .unwrap();
+    let restore = bounded(node.clone().oneshot(post(Some(new_id().as_str()), ANSWER)))
+        .await
+        .unwrap();
     assert_eq!(restore.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -1826,7 +1823,7 @@ mod postgres_backend {
                 format!("{id} bY/8="),
                 format!("{id} t"),
                 format!("{id} t999999999"),
-                format!("not-an-id\u{7f} rmx"),
+                "not-an-id\u{7f} rmx".to_owned(),
             ] {
                 self.admin
                     .execute("SELECT pg_notify($1, $2)", &[&self.schema, &junk])
