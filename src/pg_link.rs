@@ -73,11 +73,26 @@ CREATE INDEX IF NOT EXISTS bus_payloads_created ON {schema}.bus_payloads (create
 /// The key of the advisory lock the migration takes (an arbitrary constant: "tms-mig").
 const MIGRATION_LOCK: i64 = 0x0074_6d73_2d6d_6967;
 
-/// Runs [`migration`] on `client`, in one transaction under the advisory lock.
+/// Runs [`migration`] on `client`, in one transaction under the advisory lock, unless both
+/// tables exist already (then nothing is written, and the role needs no `CREATE` privilege:
+/// PostgreSQL checks it before it looks whether the schema exists).
 pub(crate) async fn migrate(
     client: &mut Object,
     schema: &str,
 ) -> Result<(), tokio_postgres::Error> {
+    let present: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            &[
+                &format!("{schema}.sessions"),
+                &format!("{schema}.bus_payloads"),
+            ],
+        )
+        .await?
+        .get(0);
+    if present {
+        return Ok(());
+    }
     let transaction = client.transaction().await?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -89,13 +104,25 @@ pub(crate) async fn migrate(
 /// A pool of at most `size` connections to `config`, connecting lazily (nothing is sent
 /// before the first checkout). Checkouts check only that the connection is not closed (no
 /// round trip). `timeout` (if under an hour) also bounds connecting and waiting for a free
-/// connection.
+/// connection. Without `synchronous_commit`, the connections run with
+/// `synchronous_commit = off` (added to the connection's `options`): a commit answers before
+/// its WAL is flushed to disk.
 pub(crate) fn pool(
     config: &tokio_postgres::Config,
     size: usize,
     timeout: Duration,
+    synchronous_commit: bool,
 ) -> Result<Pool, String> {
     let mut config = config.clone();
+    if !synchronous_commit {
+        let options = match config.get_options() {
+            Some(options) if !options.trim().is_empty() => {
+                format!("{options} -c synchronous_commit=off")
+            }
+            _ => "-c synchronous_commit=off".to_owned(),
+        };
+        config.options(options);
+    }
     let bounded = (!timeout.is_zero() && timeout < Duration::from_secs(3600)).then_some(timeout);
     if let Some(timeout) = bounded {
         config.connect_timeout(timeout);

@@ -63,7 +63,9 @@ use crate::sync::lock;
 ///   wait in a queue of 4096; past that they are dropped with one warning per burst.
 /// * a deadpool-postgres **pool** of at most 4 connections for
 ///   [`publish`](BusConnection::publish) (`SELECT pg_notify($1, $2)`, one statement) and
-///   [`ping`](BusConnection::ping) (`SELECT 1`), made lazily.
+///   [`ping`](BusConnection::ping) (`SELECT 1`), made lazily. They run with
+///   `synchronous_commit = off`: a `NOTIFY` commits a transaction, which would otherwise
+///   wait for a WAL flush to disk, and messages are at most once anyway.
 ///
 /// The task starts on `connect` if it is called on a tokio runtime; otherwise on the first
 /// `listen`, `unlisten` or `publish` called on one. A `publish` polled outside a tokio runtime
@@ -196,7 +198,9 @@ impl PostgresBus {
 
 impl SessionBus for PostgresBus {
     fn connect(&self, deliver: Deliver) -> Arc<dyn BusConnection> {
-        let publisher = pg_link::pool(&self.config, PUBLISH_POOL, self.timeout).ok();
+        // Messages are at most once: a publish need not wait for a WAL flush (NOTIFY assigns a
+        // transaction id, so its commit would wait for one).
+        let publisher = pg_link::pool(&self.config, PUBLISH_POOL, self.timeout, false).ok();
         let node = PostgresConnection {
             wanted: Arc::new(Wants {
                 ids: Mutex::default(),

@@ -45,7 +45,8 @@ use crate::sync::lock;
 /// ```
 ///
 /// The role needs `CREATE` on the database (for the schema) the first time, then `SELECT`,
-/// `INSERT`, `UPDATE` and `DELETE` on the tables. A deployment that runs migrations itself can
+/// `INSERT`, `UPDATE` and `DELETE` on the tables: when both tables exist (one round trip
+/// checks), the migration writes nothing. A deployment that runs migrations itself can
 /// run [`migration_sql`](Self::migration_sql) beforehand; the store's own run then changes
 /// nothing.
 ///
@@ -95,9 +96,21 @@ use crate::sync::lock;
 /// statements per round: never a full scan, and never on a request's path. Several nodes
 /// running it at once delete disjoint rows or nothing.
 ///
+/// # Driver
+///
+/// tokio-postgres (the rust-postgres project), pooled by deadpool-postgres, which also caches
+/// each connection's prepared statements. tokio-postgres is the asynchronous driver most Rust
+/// PostgreSQL code builds on, and it exposes what [`PostgresBus`](crate::bus::PostgresBus)
+/// needs: a connection whose `NOTIFY` messages are read with `Connection::poll_message`. sqlx
+/// was not chosen: its checked queries need a database (or a saved description of one) when
+/// the crate compiles, which a library would impose on every user's build; its unchecked
+/// queries give nothing tokio-postgres lacks; and it is a much larger dependency.
+///
 /// # Connections and timeouts
 ///
-/// Statements go through a deadpool-postgres pool of at most 16 connections by default
+/// The store's connections run with `synchronous_commit = off` unless
+/// [`with_synchronous_commit(true)`](Self::with_synchronous_commit) (what a crash of the
+/// database may then lose is said there). Statements go through a deadpool-postgres pool of at most 16 connections by default
 /// ([`with_pool_size`](Self::with_pool_size)), made lazily: a node starts while PostgreSQL is
 /// down, and a store can be built outside a tokio runtime. Every operation, waiting for a
 /// connection and connecting included, ends within the [timeout](Self::with_timeout)
@@ -118,6 +131,7 @@ struct Inner {
     schema: String,
     timeout: Duration,
     pool_size: usize,
+    synchronous_commit: bool,
     pool: Pool,
     sql: Sql,
     migrated: OnceCell<()>,
@@ -253,6 +267,7 @@ impl PostgresStore {
             schema,
             Self::DEFAULT_TIMEOUT,
             Self::DEFAULT_POOL_SIZE,
+            false,
             Some(Self::DEFAULT_CLEANUP_INTERVAL),
             Self::DEFAULT_CLEANUP_BATCH,
         )
@@ -284,6 +299,7 @@ impl PostgresStore {
             i.schema.clone(),
             timeout,
             i.pool_size,
+            i.synchronous_commit,
             i.cleanup_interval,
             i.cleanup_batch,
         )
@@ -300,6 +316,7 @@ impl PostgresStore {
             i.schema.clone(),
             i.timeout,
             size.max(1),
+            i.synchronous_commit,
             i.cleanup_interval,
             i.cleanup_batch,
         )
@@ -318,8 +335,34 @@ impl PostgresStore {
             i.schema.clone(),
             i.timeout,
             i.pool_size,
+            i.synchronous_commit,
             interval.map(|d| d.max(Duration::from_millis(10))),
             batch.max(1),
+        )
+        .unwrap_or(self)
+    }
+
+    /// Sets whether a write waits for PostgreSQL to flush its WAL to disk before it answers
+    /// (`synchronous_commit`; default **off**: the store's connections run with
+    /// `synchronous_commit = off`). Off, a crash of the PostgreSQL server (not a clean
+    /// shutdown, and not a crash of a node) can lose the writes of its last few hundred
+    /// milliseconds (three times `wal_writer_delay`, 200 ms by default), never more and
+    /// without corruption: sessions opened in that window answer 404 and their clients
+    /// initialize again, a refresh in it is made again by the next round, and data written in
+    /// it is lost — about what Redis with `appendfsync everysec` loses, where Redis without
+    /// persistence loses everything. On, each open, restore (its refresh), refresh round and
+    /// data write waits for a disk flush: on these machines 5 ms at p50 instead of 0.2–0.5 ms,
+    /// and opens fall below 5k/s (BENCHMARKS.md). The returned store has its own pool.
+    pub fn with_synchronous_commit(self, on: bool) -> Self {
+        let i = &self.inner;
+        Self::build(
+            i.config.clone(),
+            i.schema.clone(),
+            i.timeout,
+            i.pool_size,
+            on,
+            i.cleanup_interval,
+            i.cleanup_batch,
         )
         .unwrap_or(self)
     }
@@ -381,10 +424,12 @@ impl PostgresStore {
         schema: String,
         timeout: Duration,
         pool_size: usize,
+        synchronous_commit: bool,
         cleanup_interval: Option<Duration>,
         cleanup_batch: usize,
     ) -> Result<Self, StoreError> {
-        let pool = pg_link::pool(&config, pool_size, timeout).map_err(StoreError::new)?;
+        let pool = pg_link::pool(&config, pool_size, timeout, synchronous_commit)
+            .map_err(StoreError::new)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 sql: Sql::new(&schema),
@@ -392,6 +437,7 @@ impl PostgresStore {
                 schema,
                 timeout,
                 pool_size,
+                synchronous_commit,
                 pool,
                 migrated: OnceCell::new(),
                 cleanup_interval,
