@@ -1695,8 +1695,9 @@ mod postgres_backend {
             self.store().with_timeout(timeout)
         }
 
+        /// A bus whose connections carry the application name `<schema>_bus`.
         fn bus(&self) -> PostgresBus {
-            PostgresBus::open(&url(), self.schema.clone()).expect("bus")
+            PostgresBus::open(&url_named(&self.app("bus")), self.schema.clone()).expect("bus")
         }
 
         fn bus_with_timeout(&self, timeout: Duration) -> PostgresBus {
@@ -1833,36 +1834,38 @@ mod postgres_backend {
         }
 
         async fn await_no_bus_connection(&self, _id: &SessionId) {
-            // The buses of `bus()` carry no application name: count every backend of this
-            // test's schema-named buses through the listener's query instead.
+            // Every connection of the buses of `bus()`: the listener and the publishing pool.
+            let app = self.app("bus");
             let deadline = Instant::now() + WAIT;
-            let listen = format!("LISTEN {}", self.schema);
             loop {
-                let row = self
-                    .admin
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
-                        &[&listen],
-                    )
-                    .await
-                    .unwrap();
-                let count: i64 = row.get(0);
+                let count = self.connections(&app, None).await;
                 if count == 0 {
                     return;
                 }
-                assert!(Instant::now() < deadline, "{count} listeners left");
+                assert!(Instant::now() < deadline, "{count} bus connections left");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
 
         async fn await_node_listening(&self, name: &str, _id: &SessionId) {
-            // One LISTEN per node: once it is through (its last query is the LISTEN, or the
-            // health check after it), every session of the node is listened to.
+            // One LISTEN per node: once it is through, every session of the node is listened
+            // to. The node's listener is its bus connection that has run a statement (its
+            // LISTEN, then health checks) other than a publish.
             let app = format!("{}_bus", self.app(name));
-            let listen = format!("LISTEN {}", self.schema);
-            let queries = [listen.as_str(), "SELECT 1"];
             let deadline = Instant::now() + WAIT;
-            while self.connections(&app, Some(&queries)).await < 1 {
+            loop {
+                let row = self
+                    .admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                         AND state = 'idle' AND query <> '' AND query NOT LIKE '%pg_notify%'",
+                        &[&app],
+                    )
+                    .await
+                    .unwrap();
+                if row.get::<_, i64>(0) >= 1 {
+                    return;
+                }
                 assert!(Instant::now() < deadline, "node {name} never listened");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

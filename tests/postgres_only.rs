@@ -54,8 +54,10 @@ impl Schema {
         PostgresStore::open(&url(), self.name.clone()).unwrap()
     }
 
+    /// A bus whose connections carry the application name `<schema>_bus`.
     fn bus(&self) -> PostgresBus {
-        PostgresBus::open(&url(), self.name.clone()).unwrap()
+        let url = format!("{}?application_name={}_bus", url(), self.name);
+        PostgresBus::open(&url, self.name.clone()).unwrap()
     }
 
     async fn count(&self, table: &str) -> i64 {
@@ -391,13 +393,15 @@ async fn the_listener_reconnects_after_its_backend_is_terminated() {
     a.listen(&id);
     await_listening(&*a, &mut inbox, &id).await;
 
-    // Only the listener connections of this schema's channel (a's and b's).
-    let listen = format!("LISTEN {}", schema.name);
+    // Only the listener connections of this test's buses (a's and b's): the publishing
+    // connections are the ones whose last statement was a pg_notify.
+    let app = format!("{}_bus", schema.name);
     let terminated = schema
         .admin
         .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1",
-            &[&listen],
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 \
+             AND query <> '' AND query NOT LIKE '%pg_notify%'",
+            &[&app],
         )
         .await
         .unwrap();
@@ -438,4 +442,32 @@ fn names_must_be_plain_identifiers() {
     assert_eq!(bus.with_channel("mcp_prod").unwrap().channel(), "mcp_prod");
     assert!(PostgresStore::open("postgresql://[::1", "mcp").is_err());
     assert!(PostgresBus::open("host=x port=notaport", "mcp").is_err());
+}
+
+/// Listening to a session is local (one LISTEN per node, filtered by session id): once the
+/// node's listener is up, a session listened to just now gets a message published right after,
+/// with no wait in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_to_a_session_costs_no_round_trip() {
+    let schema = Schema::new().await;
+    let (a, mut inbox) = node(&schema.bus());
+    let (b, _inbox_b) = node(&schema.bus());
+    let first = new_id();
+    a.listen(&first);
+    await_listening(&*a, &mut inbox, &first).await;
+    for _ in 0..20 {
+        let id = new_id();
+        a.listen(&id);
+        b.publish(&id, BusEvent::Message(Bytes::from_static(b"at once")))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut inbox).await,
+            (
+                id.clone(),
+                BusEvent::Message(Bytes::from_static(b"at once"))
+            )
+        );
+        a.unlisten(&id);
+    }
 }
