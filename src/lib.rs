@@ -126,6 +126,7 @@
 //! | `axum` | extractors for [`Session`], [`SessionInfo`] and [`SessionState`] (axum-core); [`Rejection`] as an axum response |
 //! | `client` | [`client`]: a client-side layer that keeps the session and re-initializes on 404 |
 //! | `rmcp` | [`rmcp`](mod@rmcp): one stateful rmcp (official Rust SDK) session per layer session, under the layer's id |
+//! | `postgres` | [`store::PostgresStore`] and [`bus::PostgresBus`]: the same on PostgreSQL alone (one table, LISTEN/NOTIFY; tokio-postgres and deadpool-postgres) |
 //! | `metrics` | the series of [`metrics`](mod@metrics) through the `metrics` facade (0.24): live sessions and the limit, opens and closes, session duration, rejections by status, restores, store and bus latency, outages, the client layer's re-initializations; nothing compiled in without it |
 //! | `spans` | a `tracing` span per request, `mcp_session.request` at DEBUG, with the fields `session` (redacted, as in the logs), `mcp.protocol.version` (the header), `decision` (`routed`, `restored`, `opened`, `declined`, `closed`, `sessionless`, `rejected`) and `http.response.status_code`; the layer's events (`session opened`, `session closed`, `request rejected`) happen inside it. Off by default so that the hot path carries no span; `tracing-opentelemetry`'s layer on the subscriber turns the spans into OpenTelemetry spans |
 //! | `redis` | [`store::RedisStore`] and [`bus::RedisBus`]: sessions that survive restarts and span nodes (redis-rs); with `rmcp` too, `rmcp::RedisEventStore` (resumption with `Last-Event-ID` through any node) |
@@ -143,6 +144,8 @@ mod close;
 mod error;
 mod id;
 mod info;
+#[cfg(feature = "postgres")]
+mod pg_link;
 #[cfg(feature = "redis")]
 mod redis_config;
 #[cfg(feature = "redis")]

@@ -143,7 +143,8 @@ pub struct Config {
     /// A session is closed this long after it opened, however busy. Default: no limit.
     pub max_lifetime: Option<Duration>,
     /// Session records, data and messages shared with the other servers of the deployment
-    /// (in Redis with `--redis-url`). Default: none (everything in this process).
+    /// (in Redis with `--redis-url`, in PostgreSQL with `--postgres-url`). Default: none
+    /// (everything in this process).
     pub cluster: Option<Cluster>,
 }
 
@@ -307,7 +308,8 @@ fn cors(origins: &[String]) -> CorsLayer {
 ///
 /// What must survive a restart and be the same on every node (the counter, the log level)
 /// lives in the session's data map ([`SessionData`](tower_mcp_session::SessionData)): in
-/// Redis with `--redis-url`, else in this process. Notifications go through
+/// Redis with `--redis-url` or PostgreSQL with `--postgres-url`, else in this process.
+/// Notifications go through
 /// [`Session::publish`](LayerSession::publish), so a `tools/call` answered by one node reaches
 /// the GET stream a client holds on another.
 pub struct Session {

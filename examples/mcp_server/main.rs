@@ -156,6 +156,17 @@ struct Args {
     /// Prefix of every Redis key and channel of this deployment.
     #[arg(long, env = "MCP_REDIS_PREFIX", default_value = "mcp:")]
     redis_prefix: String,
+    /// PostgreSQL connection string (`postgresql://user@127.0.0.1:5432/db`): keep session
+    /// records and data in one table of that database and join the other servers with the
+    /// same database and schema through LISTEN/NOTIFY, like --redis-url with PostgreSQL alone.
+    /// At most one of --redis-url and --postgres-url. Needs a build with
+    /// `--features postgres`.
+    #[arg(long, env = "POSTGRES_URL", conflicts_with = "redis_url")]
+    postgres_url: Option<String>,
+    /// Schema of this deployment's table (created when missing) and name of its NOTIFY
+    /// channel: lowercase letters, digits and `_`.
+    #[arg(long, env = "MCP_POSTGRES_SCHEMA", default_value = "mcp")]
+    postgres_schema: String,
 
     // --- observability ---
     /// Serve the layer's metrics as Prometheus text at http://ADDR/metrics (needs the crate
@@ -274,12 +285,34 @@ async fn shutdown_signal() -> server::Stop {
     }
 }
 
-/// The cluster the flags name, if any.
+/// The cluster the flags name, if any (clap refuses both URLs at once).
 async fn cluster(args: &Args) -> std::io::Result<Option<Cluster>> {
-    let Some(url) = &args.redis_url else {
-        return Ok(None);
-    };
-    redis_cluster(url, args).await.map(Some)
+    match (&args.redis_url, &args.postgres_url) {
+        (Some(_), Some(_)) => Err(std::io::Error::other(
+            "--redis-url and --postgres-url name two stores: give at most one",
+        )),
+        (Some(url), None) => redis_cluster(url, args).await.map(Some),
+        (None, Some(url)) => postgres_cluster(url, &args.postgres_schema).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Records, data and messages in the PostgreSQL at `url`, in `schema`.
+#[cfg(feature = "postgres")]
+fn postgres_cluster(url: &str, schema: &str) -> std::io::Result<Cluster> {
+    use tower_mcp_session::bus::PostgresBus;
+    use tower_mcp_session::store::PostgresStore;
+    let store = PostgresStore::open(url, schema).map_err(std::io::Error::other)?;
+    let bus = PostgresBus::open(url, schema).map_err(std::io::Error::other)?;
+    tracing::info!(schema, "sessions kept in PostgreSQL");
+    Ok(Cluster::new(store).bus(bus))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_cluster(_url: &str, _schema: &str) -> std::io::Result<Cluster> {
+    Err(std::io::Error::other(
+        "--postgres-url needs PostgreSQL support: build the example with `--features postgres`",
+    ))
 }
 
 /// Records, data and messages in the Redis (or Redis Cluster) at `url`, under the prefix;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Multi-node check: two example servers (nodes a and b) that share their sessions through
-# Redis, behind HAProxy balancing round robin with no stickiness, so that consecutive
-# requests of one session go to different nodes.
+# Redis (or PostgreSQL with BACKEND=postgres), behind HAProxy balancing round robin with no
+# stickiness, so that consecutive requests of one session go to different nodes.
 #
-# Usage: scripts/multinode/run.sh
+# Usage: scripts/multinode/run.sh              (Redis)
+#        BACKEND=postgres scripts/multinode/run.sh   (PostgreSQL: --postgres-url, a schema
+#                                                     of this run's own, dropped at the end)
 #
 # What it does (everything on 127.0.0.1):
 #   - installs HAProxy with apt-get when it is missing (and redis-tools for redis-cli); fails
@@ -35,7 +37,11 @@
 # Ends with "multinode: N passed, M failed" and exits 1 if M > 0 or the setup failed.
 #
 # Environment:
+#   BACKEND                redis (default) or postgres: what the nodes share
 #   REDIS_URL              Redis shared by the nodes (default redis://127.0.0.1:6379)
+#   POSTGRES_URL           PostgreSQL shared by the nodes with BACKEND=postgres (default
+#                          postgresql://postgres@127.0.0.1:5432/test); the run's schema is
+#                          tms_multinode_<unique>, dropped at the end (DROP SCHEMA … CASCADE)
 #   INTEROP_DIR            where the Python venv, the conformance tools and the logs live
 #                          (default <repo>/.interop, shared with scripts/interop)
 #   MULTINODE_CONFORMANCE_SCENARIOS  scenarios for check f instead of conformance.sh's defaults
@@ -59,6 +65,13 @@ REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 # same URL with the user "default", which is what the empty one means.
 REDIS_CLI_URL="${REDIS_URL/:\/\/:/://default:}"
 PREFIX="tms-multinode:$(date +%s)-$$-$RANDOM:"
+BACKEND="${BACKEND:-redis}"
+case "$BACKEND" in redis | postgres) ;; *) echo "multinode: BACKEND must be redis or postgres, not '$BACKEND'" >&2; exit 2 ;; esac
+# The Redis run builds what the other scripts build (no second release build of the crate).
+FEATURES=redis
+[ "$BACKEND" = redis ] || FEATURES="redis postgres"
+POSTGRES_URL="${POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+SCHEMA="tms_multinode_$(date +%s)_$$_$RANDOM"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/mcp_server"
 VENV="$INTEROP_DIR/venv"
 PROTO="2025-11-25"
@@ -118,7 +131,11 @@ node_cmd() {
     NODE_CMD=("$BIN")
   fi
   NODE_CMD+=(--bind "127.0.0.1:$1")
-  if [ "${MULTINODE_IN_MEMORY:-0}" != 1 ]; then
+  if [ "${MULTINODE_IN_MEMORY:-0}" = 1 ]; then
+    :
+  elif [ "$BACKEND" = postgres ]; then
+    NODE_CMD+=(--postgres-url "$POSTGRES_URL" --postgres-schema "$SCHEMA")
+  else
     NODE_CMD+=(--redis-url "$REDIS_URL" --redis-prefix "$PREFIX")
   fi
 }
@@ -214,6 +231,15 @@ REDIS_CLEANED=0
 redis_cleanup() {
   [ "$REDIS_OK" -eq 1 ] && [ "$REDIS_CLEANED" -eq 0 ] || return 0
   REDIS_CLEANED=1
+  if [ "$BACKEND" = postgres ]; then
+    if timeout 20 psql -X -q -v ON_ERROR_STOP=1 "$POSTGRES_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" \
+      >/dev/null 2>"$TMP/pg-drop.err"; then
+      note "dropped the PostgreSQL schema $SCHEMA"
+    else
+      note "dropping the PostgreSQL schema $SCHEMA failed: $(head -c 300 "$TMP/pg-drop.err")"
+    fi
+    return 0
+  fi
   local keys="$TMP/redis-keys" n
   if ! timeout 20 redis-cli --no-auth-warning -u "$REDIS_CLI_URL" --scan --pattern "${PREFIX}*" >"$keys" 2>"$TMP/redis-scan.err"; then
     note "could not list the Redis keys under $PREFIX: $(head -c 300 "$TMP/redis-scan.err")"
@@ -267,27 +293,37 @@ if [ -z "$HAPROXY" ]; then
 fi
 note "$("$HAPROXY" -v | head -n 1)"
 
-command -v redis-cli >/dev/null || apt_install redis-tools
-command -v redis-cli >/dev/null || die_setup "redis-cli not found after installing redis-tools"
-REDIS_SHOWN="$(redact "$REDIS_URL")"
-pong="$(timeout 5 redis-cli --no-auth-warning -u "$REDIS_CLI_URL" ping 2>&1 || true)"
-[ "$pong" = PONG ] || die_setup "Redis at $REDIS_SHOWN does not answer PING (got: $(redact "${pong:-nothing}")); the multi-node check needs it"
-REDIS_OK=1
-note "Redis at $REDIS_SHOWN answers PING; this run's keys start with $PREFIX"
+if [ "$BACKEND" = postgres ]; then
+  command -v psql >/dev/null || apt_install postgresql-client
+  command -v psql >/dev/null || die_setup "psql not found after installing postgresql-client"
+  PG_SHOWN="$(redact "$POSTGRES_URL")"
+  one="$(timeout 5 psql -X -At "$POSTGRES_URL" -c 'SELECT 1' 2>&1 || true)"
+  [ "$one" = 1 ] || die_setup "PostgreSQL at $PG_SHOWN does not answer SELECT 1 (got: $(redact "${one:-nothing}")); the multi-node check needs it"
+  REDIS_OK=1 # the store answered: the cleanup drops this run's schema
+  note "PostgreSQL at $PG_SHOWN answers; this run's schema (and NOTIFY channel) is $SCHEMA"
+else
+  command -v redis-cli >/dev/null || apt_install redis-tools
+  command -v redis-cli >/dev/null || die_setup "redis-cli not found after installing redis-tools"
+  REDIS_SHOWN="$(redact "$REDIS_URL")"
+  pong="$(timeout 5 redis-cli --no-auth-warning -u "$REDIS_CLI_URL" ping 2>&1 || true)"
+  [ "$pong" = PONG ] || die_setup "Redis at $REDIS_SHOWN does not answer PING (got: $(redact "${pong:-nothing}")); the multi-node check needs it"
+  REDIS_OK=1
+  note "Redis at $REDIS_SHOWN answers PING; this run's keys start with $PREFIX"
+fi
 
 cd "$ROOT"
 if [ -n "${MULTINODE_SERVER_CMD:-}" ]; then
   note "nodes run MULTINODE_SERVER_CMD: $MULTINODE_SERVER_CMD"
 else
-  note "building the example server (cargo build --release --example mcp_server --features redis)"
-  cargo build --release --example mcp_server --features redis || die_setup "cargo build --release --example mcp_server --features redis failed"
+  note "building the example server (cargo build --release --example mcp_server --features \"$FEATURES\")"
+  cargo build --release --example mcp_server --features "$FEATURES" || die_setup "cargo build --release --example mcp_server --features \"$FEATURES\" failed"
   [ -x "$BIN" ] || die_setup "no binary at $BIN after the build"
 fi
 if [ "${MULTINODE_IN_MEMORY:-0}" = 1 ]; then
   note "MULTINODE_IN_MEMORY=1: the nodes do NOT share sessions; checks a-e are expected to fail"
 elif [ -z "${MULTINODE_SERVER_CMD:-}" ] \
-  && ! { "$BIN" --help | grep -q -- '--redis-url' && "$BIN" --help | grep -q -- '--redis-prefix'; }; then
-  die_setup "the example server has no --redis-url/--redis-prefix flags ($BIN --help)"
+  && ! { "$BIN" --help | grep -q -- '--redis-url' && "$BIN" --help | grep -q -- '--postgres-url'; }; then
+  die_setup "the example server has no --redis-url/--postgres-url flags ($BIN --help)"
 fi
 
 # The Python venv exactly as scripts/interop/python.sh makes it (same place, same stamp, so

@@ -1,5 +1,5 @@
 //! Messages between the nodes that hold a session: the [`SessionBus`] trait, [`MemoryBus`]
-//! and, with the `redis` feature, [`RedisBus`].
+//! and, with the `redis` feature, [`RedisBus`], with the `postgres` feature, [`PostgresBus`].
 //!
 //! A session can be live on several nodes at once: a client without a sticky load balancer
 //! sends its `tools/call` to node B while its GET stream is held by node A. The bus carries
@@ -29,12 +29,17 @@ use crate::error::BoxError;
 use crate::id::SessionId;
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) mod wire;
 
 pub use memory::MemoryBus;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresBus;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisBus;

@@ -1,5 +1,5 @@
 //! Session records that outlive a node: the [`SessionStore`] trait, [`MemoryStore`] and, with
-//! the `redis` feature, [`RedisStore`].
+//! the `redis` feature, [`RedisStore`], with the `postgres` feature, [`PostgresStore`].
 //!
 //! # The split
 //!
@@ -41,11 +41,18 @@ use crate::error::BoxError;
 use crate::id::SessionId;
 use crate::info::Principal;
 
+#[cfg(feature = "postgres")]
+mod headers;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;

@@ -651,17 +651,25 @@ impl SessionStore for RedisStore {
         by: i64,
     ) -> StoreFuture<'a, Option<i64>> {
         Box::pin(async move {
-            self.run(|mut con| async move {
-                scripts()
-                    .increment
-                    .key(self.key(id))
-                    .arg(format!("{DATA_FIELD}{key}"))
-                    .arg(by)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(|error| increment_error(key, error))
-            })
-            .await
+            let value: Option<String> = self
+                .run(|mut con| async move {
+                    scripts()
+                        .increment
+                        .key(self.key(id))
+                        .arg(format!("{DATA_FIELD}{key}"))
+                        .arg(by)
+                        .invoke_async(&mut con)
+                        .await
+                        .map_err(|error| increment_error(key, error))
+                })
+                .await?;
+            value
+                .map(|text| {
+                    text.parse::<i64>().map_err(|_| {
+                        StoreError::new(format!("the value of `{key}` is not an integer"))
+                    })
+                })
+                .transpose()
         })
     }
 }
