@@ -1,5 +1,5 @@
 //! The replayed headers of an opening request as bytes: one `name:value\n` line per value, in
-//! order (the encoding [`RedisStore`](crate::store::RedisStore)'s `headers` field uses too).
+//! order: the `headers` field of `RedisStore` and `PostgresStore` records.
 //!
 //! Header names are lowercase tokens (no `:`) and a header value cannot hold `\n`, so the
 //! encoding is unambiguous; values are kept byte for byte, obs-text (0x80–0xFF) included.

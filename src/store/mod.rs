@@ -41,7 +41,7 @@ use crate::error::BoxError;
 use crate::id::SessionId;
 use crate::info::Principal;
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod headers;
 mod memory;
 #[cfg(feature = "postgres")]

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Uri};
+use http::{Method, Uri};
 use redis::cluster_routing::Slot;
 use redis::{Client, RedisError, Script};
 
@@ -314,38 +313,6 @@ fn redis_error(error: RedisError) -> StoreError {
     }
 }
 
-/// `headers` as stored: one `name:value\n` line per value.
-fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.push(b':');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'\n');
-    }
-    out
-}
-
-fn decode_headers(bytes: &[u8]) -> Result<HeaderMap, StoreError> {
-    let mut headers = HeaderMap::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-            return Err(malformed("headers"));
-        };
-        let (line, tail) = rest.split_at(end);
-        rest = &tail[1..];
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(malformed("headers"));
-        };
-        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| malformed("headers"))?;
-        let value =
-            HeaderValue::from_bytes(&line[colon + 1..]).map_err(|_| malformed("headers"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 fn malformed(field: &str) -> StoreError {
     StoreError::new(format!(
         "malformed session record in Redis: field `{field}` is missing or unreadable"
@@ -385,7 +352,8 @@ fn decode_record(
     let uri = uri
         .and_then(|bytes| Uri::try_from(bytes).ok())
         .ok_or_else(|| malformed("uri"))?;
-    let headers = decode_headers(headers.as_deref().ok_or_else(|| malformed("headers"))?)?;
+    let headers = super::headers::decode(headers.as_deref().ok_or_else(|| malformed("headers"))?)
+        .ok_or_else(|| malformed("headers"))?;
     let body = Bytes::from(body.ok_or_else(|| malformed("body"))?);
     Ok(Some(SessionRecord {
         id: id.clone(),
@@ -446,7 +414,7 @@ impl SessionStore for RedisStore {
             .arg("uri")
             .arg(record.opening.uri.to_string())
             .arg("headers")
-            .arg(encode_headers(&record.opening.headers))
+            .arg(super::headers::encode(&record.opening.headers))
             .arg("body")
             .arg(record.opening.body.as_ref());
         Box::pin(async move {
