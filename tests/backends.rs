@@ -2,8 +2,8 @@
 //! over [`Backend`], and run against Redis (`RedisStore`, `RedisBus`) and PostgreSQL
 //! (`PostgresStore`, `PostgresBus`) by the `backend_tests!` macro at the end (modules
 //! `on_redis` and `on_postgres`). They cover the store and bus behaviour of the Redis tests
-//! (tests/redis_backends.rs, where what is Redis's own stays: key layout, hash tags, ACL
-//! users) and the two-node test of tests/redis_nodes.rs, through the layer.
+//! (tests/redis_backends.rs keeps what is Redis's own: key layout, hash tags, batched
+//! subscriptions) and the two-node test of tests/redis_nodes.rs, through the layer.
 //!
 //! Redis at 127.0.0.1:6379 or `REDIS_URL`; PostgreSQL at
 //! `postgresql://postgres@127.0.0.1:5432/test` or `POSTGRES_URL`. A backend that cannot be
