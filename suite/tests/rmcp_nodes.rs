@@ -690,6 +690,13 @@ fn result_text(events: &[Sse]) -> String {
         .to_owned()
 }
 
+/// Calls the example's `notify_later` on `node` (it answers at once and sends `message` on the
+/// session's GET stream 100 ms later); the answer.
+async fn notify_later(node: &Node, id: &str, n: u64, message: &str) -> Vec<Sse> {
+    let call = tool(n, "notify_later", json!({ "message": message }));
+    send(node, post(Some(id), call), StatusCode::OK).await
+}
+
 fn tool(id: u64, name: &str, arguments: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
         "name": name, "arguments": arguments}})
@@ -727,15 +734,7 @@ async fn the_example_keeps_its_state_in_the_layer_session_on_every_node() {
             .expect("an answer")["result"]
             .is_object()
     );
-    let answer = send(
-        &a,
-        post(
-            Some(&id),
-            tool(21, "notify_later", json!({"message": "hi"})),
-        ),
-        StatusCode::OK,
-    )
-    .await;
+    let answer = notify_later(&a, &id, 21, "hi").await;
     assert_eq!(result_text(&answer), "filtered by the session's log level");
 
     // DELETE on A ends the session on B too (the bus closes B's copy).
@@ -828,30 +827,14 @@ async fn notifications_and_answers_cross_to_whichever_node_the_client_uses() {
 
     // The GET stream is on B; the notification is sent by A's copy, outside any request.
     let mut stream = Live::open(&b, get(&id, None)).await;
-    let answer = send(
-        &a,
-        post(
-            Some(&id),
-            tool(2, "notify_later", json!({"message": "from a"})),
-        ),
-        StatusCode::OK,
-    )
-    .await;
+    let answer = notify_later(&a, &id, 2, "from a").await;
     assert_eq!(result_text(&answer), "scheduled");
     assert_eq!(
         log_text(&stream.next("A's notification on B").await),
         "from a"
     );
     // And one sent by B's own copy arrives on the same stream, after it.
-    send(
-        &b,
-        post(
-            Some(&id),
-            tool(3, "notify_later", json!({"message": "from b"})),
-        ),
-        StatusCode::OK,
-    )
-    .await;
+    notify_later(&b, &id, 3, "from b").await;
     assert_eq!(
         log_text(&stream.next("B's notification on B").await),
         "from b"
@@ -882,14 +865,8 @@ async fn notifications_and_answers_cross_to_whichever_node_the_client_uses() {
 
     // The GET stream on B is cut after "one"; "two" is sent meanwhile; resumed on A with
     // the id of "one", it replays "two" and stays live: "three" arrives on it.
-    let notify = |n: u64, message: &str| {
-        post(
-            Some(&id),
-            tool(n, "notify_later", json!({"message": message})),
-        )
-    };
     let mut stream = Live::open(&b, get(&id, None)).await;
-    send(&a, notify(5, "one"), StatusCode::OK).await;
+    notify_later(&a, &id, 5, "one").await;
     let one = stream.next_event("one").await;
     assert_eq!(log_text(one.data.as_ref().unwrap()), "one");
     let one_id = one.id.expect("an event id");
@@ -898,12 +875,30 @@ async fn notifications_and_answers_cross_to_whichever_node_the_client_uses() {
         "a stored event of this session: {one_id}"
     );
     drop(stream);
-    send(&b, notify(6, "two"), StatusCode::OK).await;
-    // notify_later sends 100 ms after its answer: let it reach the store.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The session's common stream in the event store (see `RedisEventStore`'s key layout).
+    let common = format!("{prefix}ev:{{{id}}}/{id}:common");
+    let stored = || async {
+        let len: usize = redis::cmd("XLEN")
+            .arg(&common)
+            .query_async(&mut admin().await)
+            .await
+            .unwrap();
+        len
+    };
+    let before = stored().await;
+    notify_later(&b, &id, 6, "two").await;
+    // notify_later sends 100 ms after its answer: "two" is in the store before the resume.
+    let in_store = async {
+        while stored().await == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, in_store)
+        .await
+        .expect("two is stored");
     let mut stream = Live::open(&a, get(&id, Some(&one_id))).await;
     assert_eq!(log_text(&stream.next("two, replayed").await), "two");
-    send(&b, notify(7, "three"), StatusCode::OK).await;
+    notify_later(&b, &id, 7, "three").await;
     assert_eq!(log_text(&stream.next("three, live").await), "three");
     drop(stream);
     send(&a, delete(&id), StatusCode::NO_CONTENT).await;
