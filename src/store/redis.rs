@@ -42,7 +42,7 @@ use crate::store::{OpeningRequest, SessionRecord, SessionStore, StoreError, Stor
 /// `headers` encoding is unambiguous; a name given several values has one line per value, in
 /// order. Values are kept byte for byte, bytes that are not UTF-8 (obs-text, 0x80–0xFF)
 /// included, since hash values are binary-safe; only the
-/// [`is_sensitive`](HeaderValue::is_sensitive) flag is not kept.
+/// [`is_sensitive`](http::HeaderValue::is_sensitive) flag is not kept.
 ///
 /// # Commands
 ///
