@@ -140,6 +140,15 @@ struct Inner {
     cleanup: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The settings the `with_*` methods change (see [`PostgresStore::rebuilt`]).
+struct Tunables {
+    timeout: Duration,
+    pool_size: usize,
+    synchronous_commit: bool,
+    cleanup_interval: Option<Duration>,
+    cleanup_batch: usize,
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(task) = lock(&self.cleanup).take() {
@@ -293,34 +302,14 @@ impl PostgresStore {
     /// The returned store has its own pool and cleanup task (clones made before this call
     /// keep theirs).
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        let i = &self.inner;
-        Self::build(
-            i.config.clone(),
-            i.schema.clone(),
-            timeout,
-            i.pool_size,
-            i.synchronous_commit,
-            i.cleanup_interval,
-            i.cleanup_batch,
-        )
-        .unwrap_or(self)
+        self.rebuilt(|t| t.timeout = timeout)
     }
 
     /// Sets the most connections the store's pool opens (default
     /// [`DEFAULT_POOL_SIZE`](Self::DEFAULT_POOL_SIZE); at least 1). The returned store has its
     /// own pool.
     pub fn with_pool_size(self, size: usize) -> Self {
-        let i = &self.inner;
-        Self::build(
-            i.config.clone(),
-            i.schema.clone(),
-            i.timeout,
-            size.max(1),
-            i.synchronous_commit,
-            i.cleanup_interval,
-            i.cleanup_batch,
-        )
-        .unwrap_or(self)
+        self.rebuilt(|t| t.pool_size = size.max(1))
     }
 
     /// Sets how often expired rows are deleted (`None`: never by this store; default
@@ -329,17 +318,10 @@ impl PostgresStore {
     /// [`DEFAULT_CLEANUP_BATCH`](Self::DEFAULT_CLEANUP_BATCH), at least 1). Expired rows
     /// count as absent either way. The returned store has its own pool and task.
     pub fn with_cleanup(self, interval: Option<Duration>, batch: usize) -> Self {
-        let i = &self.inner;
-        Self::build(
-            i.config.clone(),
-            i.schema.clone(),
-            i.timeout,
-            i.pool_size,
-            i.synchronous_commit,
-            interval.map(|d| d.max(Duration::from_millis(10))),
-            batch.max(1),
-        )
-        .unwrap_or(self)
+        self.rebuilt(|t| {
+            t.cleanup_interval = interval.map(|d| d.max(Duration::from_millis(10)));
+            t.cleanup_batch = batch.max(1);
+        })
     }
 
     /// Sets whether a write waits for PostgreSQL to flush its WAL to disk before it answers
@@ -354,17 +336,7 @@ impl PostgresStore {
     /// data write waits for a disk flush: on these machines 5 ms at p50 instead of 0.2–0.5 ms,
     /// and opens fall below 5k/s (BENCHMARKS.md). The returned store has its own pool.
     pub fn with_synchronous_commit(self, on: bool) -> Self {
-        let i = &self.inner;
-        Self::build(
-            i.config.clone(),
-            i.schema.clone(),
-            i.timeout,
-            i.pool_size,
-            on,
-            i.cleanup_interval,
-            i.cleanup_batch,
-        )
-        .unwrap_or(self)
+        self.rebuilt(|t| t.synchronous_commit = on)
     }
 
     /// The schema given to [`new`](Self::new).
@@ -445,6 +417,30 @@ impl PostgresStore {
                 cleanup: Mutex::new(None),
             }),
         })
+    }
+
+    /// This store rebuilt with its own pool and cleanup task, one of its settings changed by
+    /// `change`; this very store if the pool cannot be made.
+    fn rebuilt(self, change: impl FnOnce(&mut Tunables)) -> Self {
+        let i = &self.inner;
+        let mut t = Tunables {
+            timeout: i.timeout,
+            pool_size: i.pool_size,
+            synchronous_commit: i.synchronous_commit,
+            cleanup_interval: i.cleanup_interval,
+            cleanup_batch: i.cleanup_batch,
+        };
+        change(&mut t);
+        Self::build(
+            i.config.clone(),
+            i.schema.clone(),
+            t.timeout,
+            t.pool_size,
+            t.synchronous_commit,
+            t.cleanup_interval,
+            t.cleanup_batch,
+        )
+        .unwrap_or(self)
     }
 
     /// The migration gets more time than a statement: it takes a lock another node may hold.
